@@ -1,0 +1,157 @@
+// Command cr checkpoints and restores Linux processes.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/cr-tools/cr/pkg/dump"
+	"github.com/cr-tools/cr/pkg/image"
+)
+
+const usage = `cr checkpoints a running Linux process into an image directory and restores it.
+
+Usage:
+  cr dump -t PID -o DIR [--leave-running] [--sync] [-v]
+  cr restore -i DIR [-d] [--pidfile FILE] [-v]
+  cr show -i DIR [--json]
+  cr check
+  cr demo
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	verbose := false
+	switch os.Args[1] {
+	case "dump":
+		verbose, err = cmdDump(os.Args[2:])
+	case "restore":
+		var code int
+		code, verbose, err = cmdRestore(os.Args[2:])
+		if err == nil {
+			os.Exit(code)
+		}
+	case "show":
+		err = cmdShow(os.Args[2:])
+	case "check":
+		err = cmdCheck(os.Args[2:])
+	case "demo":
+		err = cmdDemo(os.Args[2:])
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "cr: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fail(err, verbose)
+	}
+}
+
+// fail prints one line for the user; with -v, the whole chain.
+func fail(err error, verbose bool) {
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(os.Stderr, "cr: %s\n", ue.msg)
+		os.Exit(2)
+	}
+	if verbose {
+		fmt.Fprintf(os.Stderr, "cr: %v\n", err)
+		for e := errors.Unwrap(err); e != nil; e = errors.Unwrap(e) {
+			fmt.Fprintf(os.Stderr, "  caused by: %v\n", e)
+		}
+	} else {
+		fmt.Fprintf(os.Stderr, "cr: %v\n", err)
+	}
+	os.Exit(1)
+}
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stdout)
+			fs.PrintDefaults()
+			return err
+		}
+		return &usageError{fmt.Sprintf("%s: %v (see cr %s -h)", fs.Name(), err, fs.Name())}
+	}
+	if fs.NArg() > 0 {
+		return &usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), strings.Join(fs.Args(), " "))}
+	}
+	return nil
+}
+
+func cmdDump(args []string) (bool, error) {
+	fs := newFlags("dump")
+	pid := fs.Int("t", 0, "pid of the process to dump")
+	dir := fs.String("o", "", "image directory to create")
+	leave := fs.Bool("leave-running", false, "resume the process after the dump instead of killing it")
+	sync := fs.Bool("sync", false, "fsync the image before reporting success")
+	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
+	if err := parse(fs, args); err != nil {
+		return false, err
+	}
+	if *pid <= 0 || *dir == "" {
+		return *v, &usageError{"dump: -t PID and -o DIR are required"}
+	}
+	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync}
+	if *v {
+		opt.Log = os.Stderr
+	}
+	res, err := dump.Run(opt)
+	if err != nil {
+		return *v, err
+	}
+	if *v {
+		fmt.Fprintf(os.Stderr, "dumped pid %d into %s: %d pages, frozen for %v\n", *pid, res.Dir, res.Pages, res.Frozen)
+	}
+	return *v, nil
+}
+
+func cmdShow(args []string) error {
+	fs := newFlags("show")
+	dir := fs.String("i", "", "image directory")
+	js := fs.Bool("json", false, "print the whole image as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return &usageError{"show: -i DIR is required"}
+	}
+	c, err := image.Load(*dir)
+	if err != nil {
+		return err
+	}
+	for _, p := range c.Processes {
+		if err := image.VerifyPages(*dir, p); err != nil {
+			return err
+		}
+	}
+	if *js {
+		return image.WriteJSON(os.Stdout, c)
+	}
+	image.WriteSummary(os.Stdout, c)
+	return nil
+}

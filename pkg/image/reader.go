@@ -1,0 +1,256 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// Load reads and checks every metadata file of the image in dir. Pages are
+// only checked for size and bounds here; VerifyPages checks their CRCs.
+func Load(dir string) (*Checkpoint, error) {
+	c := &Checkpoint{}
+	recs, err := readFile(dir, InventoryFile, KindInventory)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) != 1 || recs[0].Tag != TagInventory {
+		return nil, &FormatError{InventoryFile, headerSize, "expected exactly one inventory record"}
+	}
+	if err := unmarshal(InventoryFile, recs[0], &c.Inventory); err != nil {
+		return nil, err
+	}
+	inv := &c.Inventory
+	if inv.FormatMajor != FormatMajor {
+		return nil, &VersionError{InventoryFile, inv.FormatMajor, inv.FormatMinor}
+	}
+	if len(inv.Pids) == 0 {
+		return nil, &FormatError{InventoryFile, recs[0].Offset, "no processes listed"}
+	}
+
+	if recs, err = readFile(dir, FilesFile, KindFiles); err != nil {
+		return nil, err
+	}
+	ids := map[int]bool{}
+	for _, r := range recs {
+		var f File
+		if err := expect(FilesFile, r, TagFile, &f); err != nil {
+			return nil, err
+		}
+		if ids[f.ID] {
+			return nil, &FormatError{FilesFile, r.Offset, fmt.Sprintf("file id %d appears twice", f.ID)}
+		}
+		ids[f.ID] = true
+		c.Files = append(c.Files, f)
+	}
+
+	for _, pid := range inv.Pids {
+		p, err := loadProcess(dir, pid, ids)
+		if err != nil {
+			return nil, err
+		}
+		c.Processes = append(c.Processes, p)
+	}
+	return c, nil
+}
+
+func loadProcess(dir string, pid int, fileIDs map[int]bool) (*Process, error) {
+	p := &Process{}
+	name := CoreFile(pid)
+	recs, err := readFile(dir, name, KindCore)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) < 2 {
+		return nil, &FormatError{name, headerSize, "expected a task record and at least one thread"}
+	}
+	if err := expect(name, recs[0], TagTask, &p.Task); err != nil {
+		return nil, err
+	}
+	if p.Task.Pid != pid {
+		return nil, &FormatError{name, recs[0].Offset, fmt.Sprintf("task record is for pid %d", p.Task.Pid)}
+	}
+	for _, r := range recs[1:] {
+		var t Thread
+		if err := expect(name, r, TagThread, &t); err != nil {
+			return nil, err
+		}
+		p.Threads = append(p.Threads, t)
+	}
+
+	name = MMFile(pid)
+	if recs, err = readFile(dir, name, KindMM); err != nil {
+		return nil, err
+	}
+	if len(recs) < 1 {
+		return nil, &FormatError{name, headerSize, "missing mm record"}
+	}
+	if err := expect(name, recs[0], TagMM, &p.MM); err != nil {
+		return nil, err
+	}
+	var prevEnd uint64
+	for _, r := range recs[1:] {
+		var v VMA
+		if err := expect(name, r, TagVMA, &v); err != nil {
+			return nil, err
+		}
+		if v.Start >= v.End || v.Start%PageSize != 0 || v.End%PageSize != 0 || v.Start < prevEnd {
+			return nil, &FormatError{name, r.Offset, fmt.Sprintf("bad vma %#x-%#x", v.Start, v.End)}
+		}
+		prevEnd = v.End
+		p.VMAs = append(p.VMAs, v)
+	}
+
+	name = PageMapFile(pid)
+	if recs, err = readFile(dir, name, KindPageMap); err != nil {
+		return nil, err
+	}
+	pagesSize, err := pagesFileSize(dir, pid)
+	if err != nil {
+		return nil, err
+	}
+	next := uint64(PageSize)
+	for _, r := range recs {
+		var pr PageRun
+		if err := expect(name, r, TagPageRun, &pr); err != nil {
+			return nil, err
+		}
+		if pr.Pages == 0 || pr.Addr%PageSize != 0 || pr.Offset != next || pr.Pages > (1<<52)/PageSize {
+			return nil, &FormatError{name, r.Offset, fmt.Sprintf("bad page run at %#x", pr.Addr)}
+		}
+		if !insideVMA(p.VMAs, pr.Addr, pr.Addr+pr.Pages*PageSize) {
+			return nil, &FormatError{name, r.Offset, fmt.Sprintf("page run %#x+%d pages lies outside every vma", pr.Addr, pr.Pages)}
+		}
+		next += pr.Pages * PageSize
+		p.PageMap = append(p.PageMap, pr)
+	}
+	if uint64(pagesSize) != next {
+		return nil, &FormatError{PagesFile(pid), pagesSize, fmt.Sprintf("pages file has %d bytes, the page map describes %d", pagesSize, next)}
+	}
+
+	name = FdsFile(pid)
+	if recs, err = readFile(dir, name, KindFds); err != nil {
+		return nil, err
+	}
+	if len(recs) < 1 {
+		return nil, &FormatError{name, headerSize, "missing fs record"}
+	}
+	if err := expect(name, recs[0], TagFS, &p.FS); err != nil {
+		return nil, err
+	}
+	seen := map[int]bool{}
+	for _, r := range recs[1:] {
+		var fd Fd
+		if err := expect(name, r, TagFd, &fd); err != nil {
+			return nil, err
+		}
+		if fd.Fd < 0 || seen[fd.Fd] || !fileIDs[fd.FileID] {
+			return nil, &FormatError{name, r.Offset, fmt.Sprintf("bad fd %d (file id %d)", fd.Fd, fd.FileID)}
+		}
+		seen[fd.Fd] = true
+		p.Fds = append(p.Fds, fd)
+	}
+	return p, nil
+}
+
+func insideVMA(vmas []VMA, start, end uint64) bool {
+	i := sort.Search(len(vmas), func(i int) bool { return vmas[i].End > start })
+	return i < len(vmas) && vmas[i].Start <= start && end <= vmas[i].End
+}
+
+func expect(name string, r Record, tag Tag, v any) error {
+	if r.Tag != tag {
+		return &FormatError{name, r.Offset, fmt.Sprintf("unexpected %s record (expected %s)", tagName(r.Tag), tagName(tag))}
+	}
+	return unmarshal(name, r, v)
+}
+
+func readFile(dir, name string, kind Kind) ([]Record, error) {
+	data, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("image %s has no %s: not a cr image, or an incomplete one", dir, name)
+		}
+		return nil, err
+	}
+	return decode(name, data, kind)
+}
+
+// Decode checks and splits one framed file's bytes into records (exposed for
+// tools and fuzzing).
+func Decode(name string, data []byte, kind Kind) ([]Record, error) { return decode(name, data, kind) }
+
+func pagesFileSize(dir string, pid int) (int64, error) {
+	f, err := OpenPages(dir, pid)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+// OpenPages opens pages-PID.img and checks its header.
+func OpenPages(dir string, pid int) (*os.File, error) {
+	name := PagesFile(pid)
+	f, err := os.Open(filepath.Join(dir, name))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("image %s has no %s: not a cr image, or an incomplete one", dir, name)
+		}
+		return nil, err
+	}
+	h := make([]byte, PageSize)
+	if _, err := io.ReadFull(f, h); err != nil {
+		f.Close()
+		return nil, &FormatError{name, 0, "file is shorter than its header page"}
+	}
+	if err := checkHeader(name, h, KindPages); err != nil {
+		f.Close()
+		return nil, err
+	}
+	for _, b := range h[headerSize:] {
+		if b != 0 {
+			f.Close()
+			return nil, &FormatError{name, headerSize, "header page is not zero-padded"}
+		}
+	}
+	return f, nil
+}
+
+// VerifyPages reads pages-PID.img and checks every run's CRC.
+func VerifyPages(dir string, p *Process) error {
+	f, err := OpenPages(dir, p.Task.Pid)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 4<<20)
+	for _, r := range p.PageMap {
+		crc := uint32(0)
+		left := int64(r.Pages * PageSize)
+		off := int64(r.Offset)
+		for left > 0 {
+			n := int64(len(buf))
+			if n > left {
+				n = left
+			}
+			if _, err := f.ReadAt(buf[:n], off); err != nil {
+				return &FormatError{PagesFile(p.Task.Pid), off, "pages file is cut short"}
+			}
+			crc = UpdateCRC(crc, buf[:n])
+			off += n
+			left -= n
+		}
+		if crc != r.CRC {
+			return &FormatError{PagesFile(p.Task.Pid), int64(r.Offset), fmt.Sprintf("checksum mismatch in the pages of %#x (+%d pages)", r.Addr, r.Pages)}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,317 @@
+package image
+
+// Format version. A reader refuses a different major version; a newer
+// minor version only adds optional fields.
+const (
+	FormatMajor = 1
+	FormatMinor = 0
+)
+
+// PageSize is the size of a page in pages files.
+const PageSize = 4096
+
+// Kind identifies the kind of object a file holds.
+type Kind uint16
+
+const (
+	KindInventory Kind = 1
+	KindCore      Kind = 2 // one process: identity, signals, threads
+	KindMM        Kind = 3 // one process: mm layout, VMAs
+	KindPageMap   Kind = 4 // one process: which pages are saved where
+	KindPages     Kind = 5 // one process: raw pages
+	KindFiles     Kind = 6 // open file descriptions (shared by id)
+	KindFds       Kind = 7 // one process: fd table, cwd and root
+)
+
+var kindNames = map[Kind]string{
+	KindInventory: "inventory", KindCore: "core", KindMM: "mm", KindPageMap: "pagemap",
+	KindPages: "pages", KindFiles: "files", KindFds: "fds",
+}
+
+func (k Kind) String() string {
+	if n, ok := kindNames[k]; ok {
+		return n
+	}
+	return "unknown"
+}
+
+// Record tags. Tags are never reused.
+type Tag uint32
+
+const (
+	TagEnd       Tag = 0
+	TagInventory Tag = 1
+	TagTask      Tag = 2
+	TagThread    Tag = 3
+	TagMM        Tag = 4
+	TagVMA       Tag = 5
+	TagPageRun   Tag = 6
+	TagFile      Tag = 7
+	TagFd        Tag = 8
+	TagFS        Tag = 9
+)
+
+// Inventory is the first thing a reader looks at: who wrote the image, on
+// what kernel and CPU, and which processes it holds.
+type Inventory struct {
+	FormatMajor int     `json:"format_major"`
+	FormatMinor int     `json:"format_minor"`
+	CRVersion   string  `json:"cr_version"`
+	DumpTime    string  `json:"dump_time"` // RFC 3339, UTC
+	Options     Options `json:"options"`
+	Kernel      Kernel  `json:"kernel"`
+	CPU         CPU     `json:"cpu"`
+	RootPid     int     `json:"root_pid"`
+	Pids        []int   `json:"pids"`
+}
+
+// Options are the dump options that matter to restore.
+type Options struct {
+	LeaveRunning bool `json:"leave_running,omitempty"`
+	ShellJob     bool `json:"shell_job,omitempty"`
+}
+
+// Kernel is uname(2) of the dumping machine.
+type Kernel struct {
+	Sysname string `json:"sysname"`
+	Release string `json:"release"`
+	Version string `json:"version"`
+	Machine string `json:"machine"`
+}
+
+// CPU describes the register state format the image uses.
+type CPU struct {
+	Arch      string `json:"arch"`       // "x86_64"
+	XFeatures uint64 `json:"xfeatures"`  // XCR0 as reported by the kernel in the XSAVE area
+	XSaveSize int    `json:"xsave_size"` // bytes of the XSAVE area
+}
+
+// Task is the process-wide state of one process (core-PID.img, TagTask).
+type Task struct {
+	Pid        int         `json:"pid"`
+	Ppid       int         `json:"ppid"`
+	Pgid       int         `json:"pgid"`
+	Sid        int         `json:"sid"`
+	Comm       string      `json:"comm"`
+	Creds      Creds       `json:"creds"`
+	Umask      uint32      `json:"umask"`
+	Rlimits    []Rlimit    `json:"rlimits"`
+	Sigactions []Sigaction `json:"sigactions"` // signals 1..64 except SIGKILL and SIGSTOP
+}
+
+// Creds are the task's credentials.
+type Creds struct {
+	Uid    [4]uint32 `json:"uid"` // real, effective, saved, fs
+	Gid    [4]uint32 `json:"gid"`
+	Groups []uint32  `json:"groups"`
+}
+
+// Rlimit is one resource limit; Cur/Max of ^0 mean unlimited.
+type Rlimit struct {
+	Resource int    `json:"resource"`
+	Name     string `json:"name"`
+	Cur      uint64 `json:"cur"`
+	Max      uint64 `json:"max"`
+}
+
+// Sigaction is one signal's disposition (kernel struct sigaction).
+type Sigaction struct {
+	Sig      int    `json:"sig"`
+	Handler  uint64 `json:"handler"` // 0 = SIG_DFL, 1 = SIG_IGN, else an address
+	Flags    uint64 `json:"flags"`
+	Restorer uint64 `json:"restorer"`
+	Mask     uint64 `json:"mask"`
+}
+
+// Thread is one thread's CPU and signal state (core-PID.img, TagThread).
+type Thread struct {
+	Tid     int    `json:"tid"`
+	Regs    Regs   `json:"regs"`
+	XSave   []byte `json:"xsave"` // the full XSAVE area, as PTRACE_GETREGSET NT_X86_XSTATE gives it
+	Sigmask uint64 `json:"sigmask"`
+	// Syscall says the thread was stopped inside a syscall; Regs already hold
+	// the values that restart it (or make it return EINTR) on resume.
+	Syscall *InSyscall `json:"syscall,omitempty"`
+	// ClearChildTid is the set_tid_address(2) pointer (0 if none).
+	ClearChildTid uint64 `json:"clear_child_tid,omitempty"`
+	// Rseq is the thread's rseq(2) registration, if any.
+	Rseq *Rseq `json:"rseq,omitempty"`
+}
+
+// Rseq is an rseq(2) registration.
+type Rseq struct {
+	Ptr       uint64 `json:"ptr"`
+	Size      uint32 `json:"size"`
+	Signature uint32 `json:"signature"`
+}
+
+// InSyscall records how an interrupted syscall was normalised.
+type InSyscall struct {
+	Nr     int64  `json:"nr"`
+	Result int64  `json:"result"` // -ERESTART* value the kernel left in rax
+	Action string `json:"action"` // "restart" or "eintr"
+}
+
+// Regs is the x86-64 user_regs_struct, with the kernel's field names.
+type Regs struct {
+	R15     uint64 `json:"r15"`
+	R14     uint64 `json:"r14"`
+	R13     uint64 `json:"r13"`
+	R12     uint64 `json:"r12"`
+	Rbp     uint64 `json:"rbp"`
+	Rbx     uint64 `json:"rbx"`
+	R11     uint64 `json:"r11"`
+	R10     uint64 `json:"r10"`
+	R9      uint64 `json:"r9"`
+	R8      uint64 `json:"r8"`
+	Rax     uint64 `json:"rax"`
+	Rcx     uint64 `json:"rcx"`
+	Rdx     uint64 `json:"rdx"`
+	Rsi     uint64 `json:"rsi"`
+	Rdi     uint64 `json:"rdi"`
+	OrigRax uint64 `json:"orig_rax"`
+	Rip     uint64 `json:"rip"`
+	Cs      uint64 `json:"cs"`
+	Eflags  uint64 `json:"eflags"`
+	Rsp     uint64 `json:"rsp"`
+	Ss      uint64 `json:"ss"`
+	FsBase  uint64 `json:"fs_base"`
+	GsBase  uint64 `json:"gs_base"`
+	Ds      uint64 `json:"ds"`
+	Es      uint64 `json:"es"`
+	Fs      uint64 `json:"fs"`
+	Gs      uint64 `json:"gs"`
+}
+
+// MM is the memory layout of a process (mm-PID.img, TagMM).
+type MM struct {
+	StartCode  uint64    `json:"start_code"`
+	EndCode    uint64    `json:"end_code"`
+	StartData  uint64    `json:"start_data"`
+	EndData    uint64    `json:"end_data"`
+	StartBrk   uint64    `json:"start_brk"`
+	Brk        uint64    `json:"brk"`
+	StartStack uint64    `json:"start_stack"`
+	ArgStart   uint64    `json:"arg_start"`
+	ArgEnd     uint64    `json:"arg_end"`
+	EnvStart   uint64    `json:"env_start"`
+	EnvEnd     uint64    `json:"env_end"`
+	Auxv       []uint64  `json:"auxv"`
+	Exe        FileIdent `json:"exe"`
+}
+
+// FileIdent names a file and what it was when dumped, so that restore can
+// tell whether it changed.
+type FileIdent struct {
+	Path    string `json:"path"`
+	Dev     uint64 `json:"dev"`
+	Ino     uint64 `json:"ino"`
+	Size    int64  `json:"size"`
+	MtimeNs int64  `json:"mtime_ns"`
+	Mode    uint32 `json:"mode"`
+}
+
+// VMA flags (VMA.Flags) and special areas (VMA.Special).
+const (
+	VMAShared    = "shared"
+	VMAGrowsDown = "growsdown"
+
+	SpecialVdso       = "vdso"
+	SpecialVvar       = "vvar"
+	SpecialVvarVclock = "vvar_vclock"
+	SpecialHeap       = "heap"
+	SpecialStack      = "stack"
+)
+
+// VMA is one mapping (mm-PID.img, TagVMA).
+type VMA struct {
+	Start   uint64     `json:"start"`
+	End     uint64     `json:"end"`
+	Prot    string     `json:"prot"`  // "rwx" subset, "-" for none, as in /proc/PID/maps
+	Flags   []string   `json:"flags"` // VMAShared, VMAGrowsDown
+	Pgoff   uint64     `json:"pgoff"` // file offset in bytes
+	File    *FileIdent `json:"file,omitempty"`
+	Special string     `json:"special,omitempty"`  // vdso, vvar, vvar_vclock, heap, stack
+	VmFlags []string   `json:"vm_flags,omitempty"` // smaps VmFlags, for information and checks
+}
+
+// Len is the size of the VMA in bytes.
+func (v *VMA) Len() uint64 { return v.End - v.Start }
+
+// Has reports whether the VMA carries flag f.
+func (v *VMA) Has(f string) bool {
+	for _, x := range v.Flags {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// PageRun is a run of consecutive saved pages (pagemap-PID.img, TagPageRun).
+type PageRun struct {
+	Addr   uint64 `json:"addr"`   // first page's address
+	Pages  uint64 `json:"pages"`  // number of pages
+	Offset uint64 `json:"offset"` // byte offset in pages-PID.img
+	CRC    uint32 `json:"crc32c"` // CRC-32C of the run's bytes
+}
+
+// File types.
+const (
+	FileReg = "reg"
+	FileDir = "dir"
+	FileChr = "chr"
+)
+
+// File is one open file description (files.img, TagFile); fds refer to it
+// by ID, so a description shared by several fds is stored once.
+type File struct {
+	ID    int       `json:"id"`
+	Type  string    `json:"type"`
+	Flags uint32    `json:"flags"` // open flags as F_GETFL/fdinfo give them
+	Pos   int64     `json:"pos"`
+	Ident FileIdent `json:"ident"`
+	Rdev  uint64    `json:"rdev,omitempty"` // character devices
+}
+
+// Fd is one entry of a process's fd table (fds-PID.img, TagFd).
+type Fd struct {
+	Fd      int  `json:"fd"`
+	FileID  int  `json:"file_id"`
+	Cloexec bool `json:"cloexec,omitempty"`
+}
+
+// FS is a process's cwd and root (fds-PID.img, TagFS).
+type FS struct {
+	Cwd  FileIdent `json:"cwd"`
+	Root FileIdent `json:"root"`
+}
+
+// Process gathers everything of one process.
+type Process struct {
+	Task    Task      `json:"task"`
+	Threads []Thread  `json:"threads"`
+	MM      MM        `json:"mm"`
+	VMAs    []VMA     `json:"vmas"`
+	PageMap []PageRun `json:"pagemap"`
+	Fds     []Fd      `json:"fds"`
+	FS      FS        `json:"fs"`
+}
+
+// Checkpoint is a whole image in memory, apart from the pages.
+type Checkpoint struct {
+	Inventory Inventory  `json:"inventory"`
+	Processes []*Process `json:"processes"`
+	Files     []File     `json:"files"`
+}
+
+// File names in an image directory.
+const InventoryFile = "inventory.img"
+const FilesFile = "files.img"
+
+// CoreFile and friends name the per-process files.
+func CoreFile(pid int) string    { return fmtName("core", pid) }
+func MMFile(pid int) string      { return fmtName("mm", pid) }
+func PageMapFile(pid int) string { return fmtName("pagemap", pid) }
+func PagesFile(pid int) string   { return fmtName("pages", pid) }
+func FdsFile(pid int) string     { return fmtName("fds", pid) }

@@ -1,0 +1,89 @@
+package image
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// WriteJSON renders the whole checkpoint as indented JSON.
+func WriteJSON(w io.Writer, c *Checkpoint) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(c)
+}
+
+// WriteSummary renders a human summary of the checkpoint.
+func WriteSummary(w io.Writer, c *Checkpoint) {
+	inv := &c.Inventory
+	fmt.Fprintf(w, "image format %d.%d, written by cr %s at %s\n", inv.FormatMajor, inv.FormatMinor, inv.CRVersion, inv.DumpTime)
+	fmt.Fprintf(w, "kernel %s %s (%s), cpu %s xfeatures %#x xsave %d bytes\n",
+		inv.Kernel.Sysname, inv.Kernel.Release, inv.Kernel.Machine, inv.CPU.Arch, inv.CPU.XFeatures, inv.CPU.XSaveSize)
+	files := map[int]*File{}
+	for i := range c.Files {
+		files[c.Files[i].ID] = &c.Files[i]
+	}
+	for _, p := range c.Processes {
+		t := &p.Task
+		fmt.Fprintf(w, "\nprocess %d (%s) ppid %d pgid %d sid %d uid %d gid %d, %d thread(s)\n",
+			t.Pid, t.Comm, t.Ppid, t.Pgid, t.Sid, t.Creds.Uid[0], t.Creds.Gid[0], len(p.Threads))
+		fmt.Fprintf(w, "  exe %s\n  cwd %s  root %s\n", p.MM.Exe.Path, p.FS.Cwd.Path, p.FS.Root.Path)
+		for _, th := range p.Threads {
+			sc := ""
+			if th.Syscall != nil {
+				sc = fmt.Sprintf(" (in syscall %d: %s)", th.Syscall.Nr, th.Syscall.Action)
+			}
+			fmt.Fprintf(w, "  thread %d rip %#x rsp %#x%s\n", th.Tid, th.Regs.Rip, th.Regs.Rsp, sc)
+		}
+		saved := map[int]uint64{}
+		var total uint64
+		for _, r := range p.PageMap {
+			for i := range p.VMAs {
+				if p.VMAs[i].Start <= r.Addr && r.Addr < p.VMAs[i].End {
+					saved[i] += r.Pages
+				}
+			}
+			total += r.Pages
+		}
+		fmt.Fprintf(w, "  memory: %d vmas, %d pages saved (%s)\n", len(p.VMAs), total, size(total*PageSize))
+		for i, v := range p.VMAs {
+			name := v.Special
+			if v.File != nil {
+				name = v.File.Path
+			}
+			if name != "" && v.Special != "" {
+				name = "[" + name + "]"
+			}
+			fl := ""
+			if len(v.Flags) > 0 {
+				fl = " " + strings.Join(v.Flags, ",")
+			}
+			fmt.Fprintf(w, "    %012x-%012x %-3s%s %9s %6d saved  %s\n", v.Start, v.End, v.Prot, fl, size(v.Len()), saved[i], name)
+		}
+		fmt.Fprintf(w, "  fds: %d\n", len(p.Fds))
+		for _, fd := range p.Fds {
+			f := files[fd.FileID]
+			if f == nil {
+				continue
+			}
+			ce := ""
+			if fd.Cloexec {
+				ce = " cloexec"
+			}
+			fmt.Fprintf(w, "    %3d %-3s %s flags %#o pos %d (file %d)%s\n", fd.Fd, f.Type, f.Ident.Path, f.Flags, f.Pos, f.ID, ce)
+		}
+	}
+}
+
+func size(b uint64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.0f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", b)
+}

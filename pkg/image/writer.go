@@ -1,0 +1,204 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Writer creates an image directory atomically: everything is written into
+// a temporary directory beside the target, which is renamed into place by
+// Commit. Abort removes it.
+type Writer struct {
+	Dir  string // the final directory
+	tmp  string
+	sync bool
+	open []*os.File
+}
+
+// Create starts an image that will appear at dir. dir must not exist or be
+// an empty directory. With sync, Commit fsyncs every file and the directory.
+func Create(dir string, sync bool) (*Writer, error) {
+	dir = filepath.Clean(dir)
+	if ents, err := os.ReadDir(dir); err == nil {
+		if len(ents) > 0 {
+			return nil, fmt.Errorf("image directory %s already exists and is not empty", dir)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("image directory %s: %w", dir, err)
+	}
+	parent := filepath.Dir(dir)
+	tmp := filepath.Join(parent, "."+filepath.Base(dir)+".tmp-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return nil, fmt.Errorf("create image directory: %w", err)
+	}
+	return &Writer{Dir: dir, tmp: tmp, sync: sync}, nil
+}
+
+// TempDir is where files are written until Commit.
+func (w *Writer) TempDir() string { return w.tmp }
+
+func (w *Writer) create(name string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(w.tmp, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create image file: %w", err)
+	}
+	return f, nil
+}
+
+func (w *Writer) writeFile(name string, kind Kind, fill func(e *encoder)) error {
+	f, err := w.create(name)
+	if err != nil {
+		return err
+	}
+	e := newEncoder(f, kind)
+	fill(e)
+	err = e.close()
+	if err == nil && w.sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
+
+// WriteMeta writes every metadata file of c (pages are written by Pages).
+func (w *Writer) WriteMeta(c *Checkpoint) error {
+	if err := w.writeFile(InventoryFile, KindInventory, func(e *encoder) { e.put(TagInventory, &c.Inventory) }); err != nil {
+		return err
+	}
+	if err := w.writeFile(FilesFile, KindFiles, func(e *encoder) {
+		for i := range c.Files {
+			e.put(TagFile, &c.Files[i])
+		}
+	}); err != nil {
+		return err
+	}
+	for _, p := range c.Processes {
+		pid := p.Task.Pid
+		if err := w.writeFile(CoreFile(pid), KindCore, func(e *encoder) {
+			e.put(TagTask, &p.Task)
+			for i := range p.Threads {
+				e.put(TagThread, &p.Threads[i])
+			}
+		}); err != nil {
+			return err
+		}
+		if err := w.writeFile(MMFile(pid), KindMM, func(e *encoder) {
+			e.put(TagMM, &p.MM)
+			for i := range p.VMAs {
+				e.put(TagVMA, &p.VMAs[i])
+			}
+		}); err != nil {
+			return err
+		}
+		if err := w.writeFile(PageMapFile(pid), KindPageMap, func(e *encoder) {
+			for i := range p.PageMap {
+				e.put(TagPageRun, &p.PageMap[i])
+			}
+		}); err != nil {
+			return err
+		}
+		if err := w.writeFile(FdsFile(pid), KindFds, func(e *encoder) {
+			e.put(TagFS, &p.FS)
+			for i := range p.Fds {
+				e.put(TagFd, &p.Fds[i])
+			}
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PagesWriter appends runs of pages to pages-PID.img.
+type PagesWriter struct {
+	f   *os.File
+	off int64
+}
+
+// Pages creates pages-PID.img and writes its header page.
+func (w *Writer) Pages(pid int) (*PagesWriter, error) {
+	f, err := w.create(PagesFile(pid))
+	if err != nil {
+		return nil, err
+	}
+	w.open = append(w.open, f)
+	hdr := make([]byte, PageSize)
+	copy(hdr, header(KindPages))
+	if _, err := f.Write(hdr); err != nil {
+		return nil, fmt.Errorf("write %s: %w", PagesFile(pid), err)
+	}
+	return &PagesWriter{f: f, off: PageSize}, nil
+}
+
+// Offset is where the next run will be written.
+func (p *PagesWriter) Offset() int64 { return p.off }
+
+// Write appends data (whole pages) to the file.
+func (p *PagesWriter) Write(data []byte) error {
+	if len(data)%PageSize != 0 {
+		return fmt.Errorf("pages write of %d bytes is not page-sized", len(data))
+	}
+	n, err := p.f.WriteAt(data, p.off)
+	p.off += int64(n)
+	if err != nil {
+		return fmt.Errorf("write pages: %w", err)
+	}
+	return nil
+}
+
+// Commit closes everything and moves the image into place.
+func (w *Writer) Commit() error {
+	for _, f := range w.open {
+		if w.sync {
+			if err := f.Sync(); err != nil {
+				return fmt.Errorf("sync %s: %w", f.Name(), err)
+			}
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	w.open = nil
+	if w.sync {
+		if err := syncDir(w.tmp); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(w.tmp, w.Dir); err != nil {
+		return fmt.Errorf("move image into place: %w", err)
+	}
+	if w.sync {
+		return syncDir(filepath.Dir(w.Dir))
+	}
+	return nil
+}
+
+// Abort removes everything written so far.
+func (w *Writer) Abort() {
+	for _, f := range w.open {
+		f.Close()
+	}
+	w.open = nil
+	os.RemoveAll(w.tmp)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+var _ io.Closer = (*os.File)(nil)

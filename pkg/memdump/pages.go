@@ -1,0 +1,288 @@
+package memdump
+
+import (
+	"fmt"
+	"os"
+	"unsafe"
+
+	"github.com/cr-tools/cr/pkg/image"
+	"github.com/cr-tools/cr/pkg/ptrace"
+	"golang.org/x/sys/unix"
+)
+
+// PAGEMAP_SCAN (linux/fs.h, Linux 6.7).
+const (
+	pagemapScan = 0xC0606610 // _IOWR('f', 16, struct pm_scan_arg)
+
+	pageIsFile    = 1 << 2
+	pageIsPresent = 1 << 3
+	pageIsSwapped = 1 << 4
+	pageIsPFNZero = 1 << 5
+)
+
+type pmScanArg struct {
+	Size, Flags, Start, End, WalkEnd, Vec, VecLen, MaxPages       uint64
+	CategoryInverted, CategoryMask, CategoryAnyofMask, ReturnMask uint64
+}
+
+type pageRegion struct{ Start, End, Categories uint64 }
+
+// Run is a range of pages to save.
+type Run struct {
+	Addr  uint64
+	Pages uint64
+}
+
+// SavesPages reports whether a VMA's pages are saved at all.
+func SavesPages(v *image.VMA) bool {
+	return !v.Has(image.VMAShared) && v.Special != image.SpecialVdso &&
+		v.Special != image.SpecialVvar && v.Special != image.SpecialVvarVclock
+}
+
+// Scanner finds the pages worth saving, with PAGEMAP_SCAN.
+type Scanner struct {
+	f   *os.File
+	vec []pageRegion
+}
+
+// NewScanner opens /proc/PID/pagemap.
+func NewScanner(pid int) (*Scanner, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return nil, err
+	}
+	return &Scanner{f: f, vec: make([]pageRegion, 1024)}, nil
+}
+
+// Close releases the pagemap file.
+func (s *Scanner) Close() error { return s.f.Close() }
+
+// Scan appends to runs the pages of [start, end) that are present or
+// swapped, anonymous (not file pages) and not the zero page.
+func (s *Scanner) Scan(start, end uint64, runs []Run) ([]Run, error) {
+	for start < end {
+		arg := pmScanArg{
+			Size: uint64(unsafe.Sizeof(pmScanArg{})), Start: start, End: end,
+			Vec: uint64(uintptr(unsafe.Pointer(&s.vec[0]))), VecLen: uint64(len(s.vec)),
+			CategoryInverted:  pageIsFile | pageIsPFNZero,
+			CategoryMask:      pageIsFile | pageIsPFNZero,
+			CategoryAnyofMask: pageIsPresent | pageIsSwapped,
+			ReturnMask:        pageIsPresent | pageIsSwapped,
+		}
+		n, _, e := unix.Syscall(unix.SYS_IOCTL, s.f.Fd(), pagemapScan, uintptr(unsafe.Pointer(&arg)))
+		if e != 0 {
+			return runs, fmt.Errorf("PAGEMAP_SCAN %#x-%#x: %w", start, end, e)
+		}
+		for _, r := range s.vec[:n] {
+			pages := (r.End - r.Start) / image.PageSize
+			if l := len(runs); l > 0 && runs[l-1].Addr+runs[l-1].Pages*image.PageSize == r.Start {
+				runs[l-1].Pages += pages
+			} else {
+				runs = append(runs, Run{Addr: r.Start, Pages: pages})
+			}
+		}
+		if arg.WalkEnd <= start {
+			return runs, fmt.Errorf("PAGEMAP_SCAN %#x-%#x made no progress", start, end)
+		}
+		start = arg.WalkEnd
+	}
+	return runs, nil
+}
+
+// ScanVMAs returns the runs of pages to save for every VMA that saves pages.
+func ScanVMAs(pid int, vmas []image.VMA) ([]Run, error) {
+	s, err := NewScanner(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	var runs []Run
+	for i := range vmas {
+		v := &vmas[i]
+		if !SavesPages(v) {
+			continue
+		}
+		runs, err = s.Scan(v.Start, v.End, runs)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return splitAtVMAs(runs, vmas), nil
+}
+
+// splitAtVMAs makes sure no run spans two VMAs (the scanner merges
+// adjacent regions, and VMAs can be adjacent).
+func splitAtVMAs(runs []Run, vmas []image.VMA) []Run {
+	var out []Run
+	j := 0
+	for _, r := range runs {
+		for r.Pages > 0 {
+			for j < len(vmas) && vmas[j].End <= r.Addr {
+				j++
+			}
+			end := r.Addr + r.Pages*image.PageSize
+			if j < len(vmas) && vmas[j].End < end {
+				n := (vmas[j].End - r.Addr) / image.PageSize
+				out = append(out, Run{r.Addr, n})
+				r.Addr += n * image.PageSize
+				r.Pages -= n
+				continue
+			}
+			out = append(out, r)
+			break
+		}
+	}
+	return out
+}
+
+// DumpOptions tune page dumping.
+type DumpOptions struct {
+	BufSize int // bytes per batch buffer (default 8 MiB)
+	Buffers int // buffers in flight (default 3)
+}
+
+type batch struct {
+	buf    []byte
+	pieces []piece
+	err    error
+}
+
+type piece struct {
+	run int // index into the output runs
+	len int
+}
+
+// DumpPages copies the pages of runs from pid into w, reading with
+// process_vm_readv (or /proc/PID/mem for unreadable VMAs) on one goroutine
+// while another writes, and returns the page map with a CRC per run.
+func DumpPages(pid int, runs []Run, vmas []image.VMA, w *image.PagesWriter, opt DumpOptions) ([]image.PageRun, error) {
+	if opt.BufSize <= 0 {
+		opt.BufSize = 8 << 20
+	}
+	if opt.Buffers <= 0 {
+		opt.Buffers = 3
+	}
+	out := make([]image.PageRun, len(runs))
+	off := uint64(w.Offset())
+	for i, r := range runs {
+		out[i] = image.PageRun{Addr: r.Addr, Pages: r.Pages, Offset: off}
+		off += r.Pages * image.PageSize
+	}
+	if len(runs) == 0 {
+		return out, nil
+	}
+	readable := func(addr uint64) bool {
+		for i := range vmas {
+			if vmas[i].Start <= addr && addr < vmas[i].End {
+				return vmas[i].Prot != "-" && vmas[i].Prot[0] == 'r'
+			}
+		}
+		return false
+	}
+	var mem *os.File
+	defer func() {
+		if mem != nil {
+			mem.Close()
+		}
+	}()
+
+	if total := (off - uint64(w.Offset())); total < uint64(opt.BufSize)*uint64(opt.Buffers) {
+		// Small dumps: don't allocate (and zero) more than needed.
+		opt.BufSize = int((total/uint64(opt.Buffers) + image.PageSize - 1) &^ (image.PageSize - 1))
+	}
+	free := make(chan *batch, opt.Buffers)
+	full := make(chan *batch, opt.Buffers)
+	for i := 0; i < opt.Buffers; i++ {
+		free <- &batch{buf: make([]byte, opt.BufSize)}
+	}
+	done := make(chan error, 1)
+	go func() { // writer
+		var err error
+		for b := range full {
+			if err == nil && b.err != nil {
+				err = b.err
+			}
+			if err == nil {
+				used := 0
+				for _, p := range b.pieces {
+					out[p.run].CRC = image.UpdateCRC(out[p.run].CRC, b.buf[used:used+p.len])
+					used += p.len
+				}
+				err = w.Write(b.buf[:used])
+			}
+			b.pieces = b.pieces[:0]
+			b.err = nil
+			free <- b
+		}
+		done <- err
+	}()
+
+	// Reader: fill batches with pieces of runs.
+	local := make([]unix.Iovec, 0, 1024)
+	remote := make([]unix.RemoteIovec, 0, 1024)
+	var readErr error
+	ri, roff := 0, uint64(0) // current run and byte offset inside it
+	for ri < len(runs) && readErr == nil {
+		b := <-free
+		used := 0
+		local, remote = local[:0], remote[:0]
+		flush := func() {
+			if len(remote) == 0 || b.err != nil {
+				return
+			}
+			want := 0
+			for _, r := range remote {
+				want += r.Len
+			}
+			n, err := ptrace.ReadVM(pid, local, remote)
+			if err == nil && n != want {
+				err = fmt.Errorf("short read of process memory at %#x (%d of %d bytes): the address space changed", remote[0].Base, n, want)
+			}
+			b.err = err
+			local, remote = local[:0], remote[:0]
+		}
+		for ri < len(runs) && used < len(b.buf) && len(remote) < cap(remote) && b.err == nil {
+			r := runs[ri]
+			total := r.Pages * image.PageSize
+			n := total - roff
+			if n > uint64(len(b.buf)-used) {
+				n = uint64(len(b.buf) - used)
+			}
+			addr := r.Addr + roff
+			if readable(addr) {
+				iov := unix.Iovec{Base: &b.buf[used]}
+				iov.SetLen(int(n))
+				local = append(local, iov)
+				remote = append(remote, unix.RemoteIovec{Base: uintptr(addr), Len: int(n)})
+			} else {
+				flush()
+				if mem == nil {
+					mem, b.err = ptrace.ProcMem(pid)
+				}
+				if b.err == nil {
+					_, b.err = mem.ReadAt(b.buf[used:used+int(n)], int64(addr))
+				}
+			}
+			b.pieces = append(b.pieces, piece{run: ri, len: int(n)})
+			used += int(n)
+			roff += n
+			if roff == total {
+				ri, roff = ri+1, 0
+			}
+		}
+		flush()
+		if b.err != nil {
+			readErr = fmt.Errorf("read pages of pid %d: %w", pid, b.err)
+		}
+		full <- b
+	}
+	close(full)
+	werr := <-done
+	if readErr != nil {
+		return nil, readErr
+	}
+	if werr != nil {
+		return nil, werr
+	}
+	return out, nil
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/cr-tools/cr/pkg/restore"
+	"golang.org/x/sys/unix"
+)
+
+func cmdRestore(args []string) (int, bool, error) {
+	fs := newFlags("restore")
+	dir := fs.String("i", "", "image directory")
+	detach := fs.Bool("d", false, "detach: exit once the process runs")
+	fs.BoolVar(detach, "detach", false, "same as -d")
+	pidfile := fs.String("pidfile", "", "write the restored pid to this file")
+	force := fs.Bool("force-kernel", false, "restore an image dumped on another kernel release")
+	fill := fs.String("fill", "preadv", "how pages reach the process: preadv (the process reads them) or writev")
+	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
+	if err := parse(fs, args); err != nil {
+		return 0, false, err
+	}
+	if *dir == "" {
+		return 0, *v, &usageError{"restore: -i DIR is required"}
+	}
+	opt := restore.Options{Dir: *dir, ForceKernel: *force, Fill: *fill}
+	if *v {
+		opt.Log = os.Stderr
+	}
+	// Forward signals from the moment the process exists.
+	sigs := make(chan os.Signal, 4)
+	if !*detach {
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	}
+	res, err := restore.Run(opt)
+	if err != nil {
+		return 0, *v, err
+	}
+	if *v {
+		fmt.Fprintf(os.Stderr, "restored pid %d in %v\n", res.Pid, res.Duration)
+	}
+	if *pidfile != "" {
+		if err := os.WriteFile(*pidfile, []byte(strconv.Itoa(res.Pid)+"\n"), 0o644); err != nil {
+			unix.Kill(res.Pid, unix.SIGKILL)
+			return 0, *v, fmt.Errorf("write pidfile: %w", err)
+		}
+	}
+	if *detach {
+		return 0, *v, nil
+	}
+	go func() {
+		for s := range sigs {
+			unix.Kill(res.Pid, s.(syscall.Signal))
+		}
+	}()
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(res.Pid, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, *v, fmt.Errorf("wait for pid %d: %w", res.Pid, err)
+		}
+		break
+	}
+	if ws.Signaled() {
+		return 128 + int(ws.Signal()), *v, nil
+	}
+	return ws.ExitStatus(), *v, nil
+}

@@ -1,0 +1,425 @@
+package restore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+
+	"github.com/cr-tools/cr/pkg/image"
+	"github.com/cr-tools/cr/pkg/memdump"
+	"github.com/cr-tools/cr/pkg/parasite"
+	"github.com/cr-tools/cr/pkg/ptrace"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	pageSize     = image.PageSize
+	scratchPages = 16
+	trampSize    = (1 + scratchPages) * pageSize
+	iovOff       = 16 << 10 // where iovec arrays go in the scratch area
+	maxIov       = 1024     // IOV_MAX
+)
+
+// build reshapes the freshly cloned stub copy into the target process.
+func (r *restorer) build() error {
+	pid := r.task.Pid
+	var err error
+	if r.mem, err = ptrace.ProcMem(pid); err != nil {
+		return err
+	}
+	if r.in, err = parasite.New(r.task, stubSyscall); err != nil {
+		return err
+	}
+	cur, err := memdump.ReadSmaps(pid)
+	if err != nil {
+		return err
+	}
+	if err := r.setupTrampoline(cur); err != nil {
+		return err
+	}
+	if err := r.clearStub(cur); err != nil {
+		return err
+	}
+	if err := r.placeVdso(cur); err != nil {
+		return err
+	}
+	if err := r.mapVMAs(); err != nil {
+		return err
+	}
+	if err := r.setRlimits(); err != nil {
+		return err
+	}
+	if err := r.restoreFiles(); err != nil {
+		return err
+	}
+	if err := r.restoreMM(); err != nil {
+		return err
+	}
+	if err := r.restoreTask(); err != nil {
+		return err
+	}
+	return r.finish()
+}
+
+type span struct{ start, end uint64 }
+
+// freeRange finds size bytes, with a free page on each side, that overlap
+// none of the spans; it searches down from the top of the address space.
+func freeRange(size uint64, used []span) (uint64, error) {
+	sort.Slice(used, func(i, j int) bool { return used[i].start < used[j].start })
+	top := uint64(0x7ffffffff000) - pageSize
+	for i := len(used) - 1; i >= -1; i-- {
+		lo := uint64(0x100000)
+		if i >= 0 {
+			lo = used[i].end + pageSize
+		}
+		if top > lo && top-lo >= size {
+			return top - size, nil
+		}
+		if i >= 0 && used[i].start < top+pageSize {
+			if used[i].start < pageSize {
+				break
+			}
+			top = used[i].start - pageSize
+		}
+	}
+	return 0, fmt.Errorf("no free %d-byte range for the restorer", size)
+}
+
+func (r *restorer) usedSpans(cur []memdump.Mapping) []span {
+	var s []span
+	for _, v := range r.proc.VMAs {
+		s = append(s, span{v.Start, v.End})
+	}
+	for _, m := range cur {
+		if m.Path != "[vsyscall]" {
+			s = append(s, span{m.Start, m.End})
+		}
+	}
+	return s
+}
+
+// setupTrampoline maps our own code page (`syscall; int3`) and scratch
+// pages at an address that neither the stub nor the target uses, and moves
+// injection there.
+func (r *restorer) setupTrampoline(cur []memdump.Mapping) error {
+	addr, err := freeRange(trampSize, r.usedSpans(cur))
+	if err != nil {
+		return err
+	}
+	got, err := r.sys(unix.SYS_MMAP, uintptr(addr), trampSize, unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uintptr(0), 0)
+	if err != nil {
+		return fmt.Errorf("map trampoline: %w", err)
+	}
+	if uint64(got) != addr {
+		return fmt.Errorf("trampoline landed at %#x, not %#x", got, addr)
+	}
+	if _, err := r.mem.WriteAt([]byte{0x0f, 0x05, 0xcc}, int64(addr)); err != nil {
+		return fmt.Errorf("write trampoline: %w", err)
+	}
+	if _, err := r.sys(unix.SYS_MPROTECT, uintptr(addr), pageSize, unix.PROT_READ|unix.PROT_EXEC); err != nil {
+		return fmt.Errorf("protect trampoline: %w", err)
+	}
+	r.tramp = uintptr(addr)
+	r.in.SysAddr = r.tramp
+	r.scratch = r.tramp + pageSize
+	r.scratchSize = scratchPages * pageSize
+	return nil
+}
+
+func isVdsoPart(path string) bool {
+	return path == "[vdso]" || path == "[vvar]" || path == "[vvar_vclock]"
+}
+
+// clearStub unmaps everything of the stub but the vdso and the trampoline.
+func (r *restorer) clearStub(cur []memdump.Mapping) error {
+	for _, m := range cur {
+		if isVdsoPart(m.Path) || m.Path == "[vsyscall]" {
+			continue
+		}
+		if _, err := r.sys(unix.SYS_MUNMAP, uintptr(m.Start), uintptr(m.End-m.Start)); err != nil {
+			return fmt.Errorf("unmap stub mapping %#x-%#x: %w", m.Start, m.End, err)
+		}
+	}
+	return nil
+}
+
+// placeVdso moves [vvar], [vvar_vclock] and [vdso] together to where they
+// were at dump time: glibc caches pointers into the vdso.
+func (r *restorer) placeVdso(cur []memdump.Mapping) error {
+	want := map[string]*image.VMA{}
+	for i := range r.proc.VMAs {
+		v := &r.proc.VMAs[i]
+		if v.Special == image.SpecialVdso || v.Special == image.SpecialVvar || v.Special == image.SpecialVvarVclock {
+			want["["+v.Special+"]"] = v
+		}
+	}
+	var have []memdump.Mapping
+	for _, m := range cur {
+		if isVdsoPart(m.Path) {
+			have = append(have, m)
+		}
+	}
+	if len(have) != len(want) {
+		return fmt.Errorf("this kernel maps %d vdso areas, the image has %d: %w", len(have), len(want), ErrKernelMismatch)
+	}
+	if len(have) == 0 {
+		return nil
+	}
+	delta := int64(want[have[0].Path].Start) - int64(have[0].Start)
+	for _, m := range have {
+		w := want[m.Path]
+		if w == nil || w.Len() != m.End-m.Start || int64(w.Start)-int64(m.Start) != delta {
+			return fmt.Errorf("the vdso layout of this kernel differs from the image (%s): %w", m.Path, ErrKernelMismatch)
+		}
+	}
+	if delta == 0 {
+		return nil
+	}
+	lo, hi := have[0].Start, have[len(have)-1].End
+	dst := uint64(int64(lo) + delta)
+	move := func(from, to uint64) error {
+		for _, m := range have {
+			off := m.Start - from
+			n := uintptr(m.End - m.Start)
+			if _, err := r.sys(unix.SYS_MREMAP, uintptr(m.Start), n, n, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, uintptr(to+off)); err != nil {
+				return fmt.Errorf("move %s to %#x: %w", m.Path, to+off, err)
+			}
+		}
+		for i := range have {
+			sz := have[i].End - have[i].Start
+			have[i].Start = to + (have[i].Start - from)
+			have[i].End = have[i].Start + sz
+		}
+		return nil
+	}
+	if dst < hi && lo < dst+(hi-lo) {
+		// Source and destination overlap: go through a free area first.
+		used := r.usedSpans(have)
+		used = append(used, span{uint64(r.tramp), uint64(r.tramp) + trampSize})
+		tmp, err := freeRange(hi-lo, used)
+		if err != nil {
+			return err
+		}
+		if err := move(lo, tmp); err != nil {
+			return err
+		}
+		lo = tmp
+	}
+	return move(lo, dst)
+}
+
+// openInTask opens path inside the task and returns the fd.
+func (r *restorer) openInTask(path string, flags int) (int, error) {
+	p, err := r.putString(0, path)
+	if err != nil {
+		return 0, err
+	}
+	fd, err := r.sys(unix.SYS_OPENAT, uintptr(unix.AT_FDCWD&0xffffffff)|^uintptr(0xffffffff), p, uintptr(flags), 0)
+	if err != nil {
+		return 0, fmt.Errorf("open %s: %w", path, err)
+	}
+	return int(fd), nil
+}
+
+func protBits(p string) uintptr {
+	var b uintptr
+	for _, c := range p {
+		switch c {
+		case 'r':
+			b |= unix.PROT_READ
+		case 'w':
+			b |= unix.PROT_WRITE
+		case 'x':
+			b |= unix.PROT_EXEC
+		}
+	}
+	return b
+}
+
+var madvFlags = []struct {
+	flag   string
+	advice uintptr
+}{
+	{"hg", unix.MADV_HUGEPAGE}, {"nh", unix.MADV_NOHUGEPAGE}, {"dd", unix.MADV_DONTDUMP},
+	{"dc", unix.MADV_DONTFORK}, {"wf", unix.MADV_WIPEONFORK},
+}
+
+// mapVMAs maps every VMA of the image and fills the saved pages.
+func (r *restorer) mapVMAs() error {
+	p := r.proc
+	hasPages := map[int]bool{}
+	j := 0
+	for _, run := range p.PageMap {
+		for j < len(p.VMAs) && p.VMAs[j].End <= run.Addr {
+			j++
+		}
+		hasPages[j] = true
+	}
+	fds := map[string]int{}
+	widened := []int{}
+	for i := range p.VMAs {
+		v := &p.VMAs[i]
+		switch v.Special {
+		case image.SpecialVdso, image.SpecialVvar, image.SpecialVvarVclock:
+			continue
+		}
+		prot := protBits(v.Prot)
+		if hasPages[i] && prot&unix.PROT_WRITE == 0 {
+			prot |= unix.PROT_WRITE
+			widened = append(widened, i)
+		}
+		flags := uintptr(unix.MAP_FIXED)
+		if v.Has(image.VMAShared) {
+			flags |= unix.MAP_SHARED
+		} else {
+			flags |= unix.MAP_PRIVATE
+		}
+		if v.Has(image.VMAGrowsDown) {
+			flags |= unix.MAP_GROWSDOWN
+		}
+		fd := ^uintptr(0)
+		if v.File != nil {
+			mode := unix.O_RDONLY
+			if v.Has(image.VMAShared) && hasVmFlag(v, "mw") {
+				mode = unix.O_RDWR
+			}
+			key := fmt.Sprintf("%d:%s", mode, v.File.Path)
+			f, ok := fds[key]
+			if !ok {
+				var err error
+				if f, err = r.openInTask(v.File.Path, mode|unix.O_CLOEXEC); err != nil {
+					return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
+				}
+				fds[key] = f
+			}
+			fd = uintptr(f)
+		} else {
+			flags |= unix.MAP_ANONYMOUS
+		}
+		got, err := r.sys(unix.SYS_MMAP, uintptr(v.Start), uintptr(v.Len()), prot, flags, fd, uintptr(v.Pgoff))
+		if err != nil {
+			return fmt.Errorf("map vma %#x-%#x: %w", v.Start, v.End, err)
+		}
+		if uint64(got) != v.Start {
+			return fmt.Errorf("map vma %#x-%#x landed at %#x", v.Start, v.End, got)
+		}
+		for _, m := range madvFlags {
+			if hasVmFlag(v, m.flag) {
+				if _, err := r.sys(unix.SYS_MADVISE, uintptr(v.Start), uintptr(v.Len()), m.advice); err != nil {
+					return fmt.Errorf("madvise vma %#x-%#x: %w", v.Start, v.End, err)
+				}
+			}
+		}
+	}
+	for _, fd := range fds {
+		r.sys(unix.SYS_CLOSE, uintptr(fd))
+	}
+	if err := r.fillPages(); err != nil {
+		return err
+	}
+	for _, i := range widened {
+		v := &p.VMAs[i]
+		if _, err := r.sys(unix.SYS_MPROTECT, uintptr(v.Start), uintptr(v.Len()), protBits(v.Prot)); err != nil {
+			return fmt.Errorf("protect vma %#x-%#x: %w", v.Start, v.End, err)
+		}
+	}
+	return nil
+}
+
+func hasVmFlag(v *image.VMA, f string) bool {
+	for _, x := range v.VmFlags {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// fillPages puts the saved pages in place.
+func (r *restorer) fillPages() error {
+	runs := r.proc.PageMap
+	if len(runs) == 0 {
+		return nil
+	}
+	if r.opt.Fill == "writev" {
+		return r.fillWritev()
+	}
+	path := fmt.Sprintf("%s/%s", r.opt.Dir, image.PagesFile(r.proc.Task.Pid))
+	fd, err := r.openInTask(path, unix.O_RDONLY|unix.O_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	defer r.sys(unix.SYS_CLOSE, uintptr(fd))
+	// Pieces of at most maxBatch bytes; they are contiguous in the file.
+	const maxBatch = 1 << 30
+	type piece struct{ addr, len, off uint64 }
+	var pieces []piece
+	for _, run := range runs {
+		for done := uint64(0); done < run.Pages*pageSize; {
+			n := min(run.Pages*pageSize-done, maxBatch)
+			pieces = append(pieces, piece{run.Addr + done, n, run.Offset + done})
+			done += n
+		}
+	}
+	iov := make([]byte, 0, maxIov*16)
+	for i := 0; i < len(pieces); {
+		iov = iov[:0]
+		off := pieces[i].off
+		var total uint64
+		for ; i < len(pieces) && len(iov) < cap(iov) && total+pieces[i].len <= maxBatch; i++ {
+			iov = binary.LittleEndian.AppendUint64(iov, pieces[i].addr)
+			iov = binary.LittleEndian.AppendUint64(iov, pieces[i].len)
+			total += pieces[i].len
+		}
+		addr, err := r.put(iovOff, iov)
+		if err != nil {
+			return err
+		}
+		got, err := r.sys(unix.SYS_PREADV, uintptr(fd), addr, uintptr(len(iov)/16), uintptr(off), 0)
+		if err != nil {
+			return fmt.Errorf("read pages at offset %d: %w", off, err)
+		}
+		if uint64(got) != total {
+			return fmt.Errorf("read pages at offset %d: got %d of %d bytes (pages file cut short?)", off, got, total)
+		}
+	}
+	return nil
+}
+
+// fillWritev pushes pages from cr with process_vm_writev.
+func (r *restorer) fillWritev() error {
+	f, err := image.OpenPages(r.opt.Dir, r.proc.Task.Pid)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 8<<20)
+	for _, run := range r.proc.PageMap {
+		left := run.Pages * pageSize
+		addr, off := run.Addr, run.Offset
+		for left > 0 {
+			n := uint64(len(buf))
+			if n > left {
+				n = left
+			}
+			if _, err := f.ReadAt(buf[:n], int64(off)); err != nil {
+				return fmt.Errorf("read pages file: %w", err)
+			}
+			local := []unix.Iovec{{Base: &buf[0]}}
+			local[0].SetLen(int(n))
+			got, err := ptrace.WriteVM(r.task.Pid, local, []unix.RemoteIovec{{Base: uintptr(addr), Len: int(n)}})
+			if err != nil {
+				return err
+			}
+			if uint64(got) != n {
+				return fmt.Errorf("short write of pages at %#x", addr)
+			}
+			left -= n
+			addr += n
+			off += n
+		}
+	}
+	return nil
+}

@@ -1,0 +1,146 @@
+package restore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cr-tools/cr/pkg/image"
+	"github.com/cr-tools/cr/pkg/procfs"
+	"golang.org/x/sys/unix"
+)
+
+// ChangedFileError is a file the image depends on that changed since the dump.
+type ChangedFileError struct {
+	Path string
+	What string
+}
+
+func (e *ChangedFileError) Error() string {
+	return fmt.Sprintf("%s changed since the dump (%s): restoring would run different code or data", e.Path, e.What)
+}
+
+// PidInUseError says the original PID is taken.
+type PidInUseError struct {
+	Pid    int
+	By     string // comm of the process holding it
+	Zombie bool
+}
+
+func (e *PidInUseError) Error() string {
+	if e.Zombie {
+		return fmt.Sprintf("pid %d is still held by a zombie (%s) that its parent has not reaped yet; try again shortly", e.Pid, e.By)
+	}
+	return fmt.Sprintf("pid %d is in use by another process (%s); stop it or restore elsewhere", e.Pid, e.By)
+}
+
+// ErrKernelMismatch says the image was dumped on another kernel.
+var ErrKernelMismatch = errors.New("kernel mismatch")
+
+// ErrCPUMismatch says this CPU lacks register state the image uses.
+var ErrCPUMismatch = errors.New("cpu mismatch")
+
+func (r *restorer) validate() error {
+	c := r.ck
+	var u unix.Utsname
+	unix.Uname(&u)
+	release := strings.TrimRight(string(u.Release[:]), "\x00")
+	if c.Inventory.Kernel.Release != release && !r.opt.ForceKernel {
+		return fmt.Errorf("image was dumped on kernel %s, this is %s (use --force-kernel to try anyway): %w",
+			c.Inventory.Kernel.Release, release, ErrKernelMismatch)
+	}
+	if c.Inventory.CPU.Arch != "x86_64" {
+		return fmt.Errorf("image is for %s, this is x86_64: %w", c.Inventory.CPU.Arch, ErrCPUMismatch)
+	}
+	if len(c.Processes) != 1 {
+		return fmt.Errorf("image holds %d processes: restoring process trees is not supported yet", len(c.Processes))
+	}
+	p := c.Processes[0]
+	if len(p.Threads) != 1 {
+		return fmt.Errorf("pid %d has %d threads: restoring multi-threaded processes is not supported yet", p.Task.Pid, len(p.Threads))
+	}
+	t := &p.Task
+	if t.Sid != t.Pid {
+		return fmt.Errorf("pid %d belongs to session %d, which is not in the image (it did not lead its own session; e.g. it was started from a shell): not supported yet", t.Pid, t.Sid)
+	}
+	if t.Pgid != t.Pid {
+		return fmt.Errorf("pid %d belongs to process group %d, which is not in the image: not supported yet", t.Pid, t.Pgid)
+	}
+	if len(p.Threads[0].XSave) != c.Inventory.CPU.XSaveSize {
+		return fmt.Errorf("image is inconsistent: xsave area of %d bytes, inventory says %d", len(p.Threads[0].XSave), c.Inventory.CPU.XSaveSize)
+	}
+	// Files the address space maps must be exactly what was dumped.
+	if err := checkIdent(&p.MM.Exe, "the executable"); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, v := range p.VMAs {
+		if v.File == nil || seen[v.File.Path] {
+			continue
+		}
+		seen[v.File.Path] = true
+		if err := checkIdent(v.File, "mapped file"); err != nil {
+			return err
+		}
+	}
+	// Open files are reopened by path; they may have changed (as in the
+	// original checkpoint/restart demo), but must exist.
+	for _, f := range c.Files {
+		var st unix.Stat_t
+		if err := unix.Stat(f.Ident.Path, &st); err != nil {
+			return fmt.Errorf("open file %s (file %d): %w", f.Ident.Path, f.ID, err)
+		}
+		if st.Mode&unix.S_IFMT != f.Ident.Mode&unix.S_IFMT {
+			return &ChangedFileError{f.Ident.Path, "it is a different kind of file now"}
+		}
+		if f.Type == image.FileChr && st.Rdev != f.Rdev {
+			return &ChangedFileError{f.Ident.Path, fmt.Sprintf("device %d:%d is now %d:%d", unix.Major(f.Rdev), unix.Minor(f.Rdev), unix.Major(st.Rdev), unix.Minor(st.Rdev))}
+		}
+		if f.Type == image.FileReg && (st.Ino != f.Ident.Ino || st.Size != f.Ident.Size || st.Mtim.Nano() != f.Ident.MtimeNs) {
+			r.logf("note: open file %s changed since the dump; it is reopened as it is now", f.Ident.Path)
+		}
+	}
+	for _, x := range []*image.FileIdent{&p.FS.Cwd, &p.FS.Root} {
+		if _, err := os.Stat(x.Path); err != nil {
+			return fmt.Errorf("directory %s: %w", x.Path, err)
+		}
+	}
+	return r.checkPid(t.Pid)
+}
+
+func checkIdent(id *image.FileIdent, what string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(id.Path, &st); err != nil {
+		return fmt.Errorf("%s %s: %w", what, id.Path, err)
+	}
+	switch {
+	case st.Dev != id.Dev || st.Ino != id.Ino:
+		return &ChangedFileError{id.Path, "it was replaced by another file"}
+	case st.Size != id.Size:
+		return &ChangedFileError{id.Path, fmt.Sprintf("size %d, was %d", st.Size, id.Size)}
+	case st.Mtim.Nano() != id.MtimeNs:
+		return &ChangedFileError{id.Path, "it was modified"}
+	}
+	return nil
+}
+
+// checkPid makes sure pid is free, waiting a bounded time for a zombie.
+func (r *restorer) checkPid(pid int) error {
+	deadline := time.Now().Add(r.opt.PidWait)
+	for {
+		st, err := procfs.ReadStat(pid)
+		if err != nil {
+			if errors.Is(err, procfs.ErrNoProcess) {
+				return nil
+			}
+			return err
+		}
+		e := &PidInUseError{Pid: pid, By: st.Comm, Zombie: st.State == 'Z'}
+		if !e.Zombie || time.Now().After(deadline) {
+			return e
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cr-tools/cr/pkg/memdump"
+	"golang.org/x/sys/unix"
+)
+
+// cmdCheck probes what cr needs from this kernel and says what is missing.
+func cmdCheck(args []string) error {
+	fs := newFlags("check")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var u unix.Utsname
+	unix.Uname(&u)
+	fmt.Printf("kernel %s\n", strings.TrimRight(string(u.Release[:]), "\x00"))
+	failed := 0
+	report := func(name string, err error) {
+		if err != nil {
+			failed++
+			fmt.Printf("  FAIL %-38s %v\n", name, err)
+		} else {
+			fmt.Printf("  ok   %s\n", name)
+		}
+	}
+	report("root (CAP_SYS_PTRACE, CAP_CHECKPOINT_RESTORE)", func() error {
+		if os.Geteuid() != 0 {
+			return fmt.Errorf("cr runs as uid %d; dump and restore need root", os.Geteuid())
+		}
+		return nil
+	}())
+	report("ptrace allowed (Yama)", func() error {
+		b, err := os.ReadFile("/proc/sys/kernel/yama/ptrace_scope")
+		if err == nil && strings.TrimSpace(string(b)) == "3" {
+			return fmt.Errorf("kernel.yama.ptrace_scope=3 forbids ptrace")
+		}
+		return nil
+	}())
+	report("PAGEMAP_SCAN (Linux 6.7)", func() error {
+		s, err := memdump.NewScanner(os.Getpid())
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		buf := make([]byte, 4096)
+		buf[0] = 1
+		_, err = s.Scan(uint64(ptrOf(buf))&^4095, uint64(ptrOf(buf))&^4095+4096, nil)
+		return err
+	}())
+	report("pidfd_open", func() error {
+		fd, err := unix.PidfdOpen(os.Getpid(), 0)
+		if err == nil {
+			unix.Close(fd)
+		}
+		return err
+	}())
+	report("process_vm_readv", func() error {
+		a, b := []byte{42}, []byte{0}
+		l := []unix.Iovec{{Base: &b[0], Len: 1}}
+		r := []unix.RemoteIovec{{Base: ptrOf(a), Len: 1}}
+		_, err := unix.ProcessVMReadv(os.Getpid(), l, r, 0)
+		return err
+	}())
+	report("clone3 with set_tid (Linux 5.5)", func() error {
+		var maj, min int
+		fmt.Sscanf(strings.TrimRight(string(u.Release[:]), "\x00"), "%d.%d", &maj, &min)
+		if maj < 5 || maj == 5 && min < 5 {
+			return fmt.Errorf("kernel too old")
+		}
+		return nil
+	}())
+	if failed > 0 {
+		return fmt.Errorf("%d check(s) failed: cr cannot work fully on this machine", failed)
+	}
+	fmt.Println("looks good")
+	return nil
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/cr-tools/cr/pkg/dump"
 	"github.com/cr-tools/cr/pkg/image"
 	"golang.org/x/sys/unix"
 )
@@ -223,7 +222,7 @@ func (r *restorer) finish() error {
 	if _, err := r.sys(unix.SYS_MUNMAP, r.tramp, trampSize); err != nil {
 		return fmt.Errorf("unmap trampoline: %w", err)
 	}
-	regs := dump.FromImageRegs(&th.Regs)
+	regs := th.Regs.Ptrace()
 	if err := r.task.SetRegs(&regs); err != nil {
 		return err
 	}

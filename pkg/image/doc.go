@@ -7,9 +7,9 @@
 // part of the format, not Go identifiers) and a CRC-32C over tag, length and
 // payload. The last record of every file is an END record holding the number
 // of records before it, so a file cut at a record boundary is still
-// detected. Raw memory pages live apart in pages.img: a page-aligned file
-// with a one-page header, indexed by the page map in mm.img; every run of
-// pages carries its own CRC-32C.
+// detected. Raw memory pages live apart in pages-PID.img: a page-aligned
+// file with a one-page header, indexed by the runs in pagemap-PID.img;
+// every run of pages carries its own CRC-32C.
 //
 // Readers refuse an unknown major version, a wrong magic or kind, a bad
 // checksum, an oversized length (checked before allocating) and trailing

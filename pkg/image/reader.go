@@ -113,14 +113,19 @@ func loadProcess(dir string, pid int, fileIDs map[int]bool) (*Process, error) {
 		return nil, err
 	}
 	next := uint64(PageSize)
+	var prevRunEnd uint64
 	for _, r := range recs {
 		var pr PageRun
 		if err := expect(name, r, TagPageRun, &pr); err != nil {
 			return nil, err
 		}
-		if pr.Pages == 0 || pr.Addr%PageSize != 0 || pr.Offset != next || pr.Pages > (1<<52)/PageSize {
+		// Runs are in ascending address order, do not overlap and do not
+		// wrap around the address space (which also keeps next from wrapping).
+		if pr.Pages == 0 || pr.Addr%PageSize != 0 || pr.Offset != next || pr.Pages > (1<<52)/PageSize ||
+			pr.Addr < prevRunEnd || pr.Addr+pr.Pages*PageSize <= pr.Addr {
 			return nil, &FormatError{name, r.Offset, fmt.Sprintf("bad page run at %#x", pr.Addr)}
 		}
+		prevRunEnd = pr.Addr + pr.Pages*PageSize
 		if !insideVMA(p.VMAs, pr.Addr, pr.Addr+pr.Pages*PageSize) {
 			return nil, &FormatError{name, r.Offset, fmt.Sprintf("page run %#x+%d pages lies outside every vma", pr.Addr, pr.Pages)}
 		}

@@ -97,13 +97,76 @@ type Task struct {
 	Umask      uint32      `json:"umask"`
 	Rlimits    []Rlimit    `json:"rlimits"`
 	Sigactions []Sigaction `json:"sigactions"` // signals 1..64 except SIGKILL and SIGSTOP
+
+	// Signals queued for the whole process (the shared pending queue), in
+	// queue order, as the kernel's 128-byte siginfo_t.
+	SharedPending [][]byte `json:"shared_pending,omitempty"`
+	// Interval timers (setitimer) and POSIX timers (timer_create).
+	Itimers     []Itimer     `json:"itimers,omitempty"`
+	PosixTimers []PosixTimer `json:"posix_timers,omitempty"`
+
+	Personality    uint32   `json:"personality"`
+	NoNewPrivs     bool     `json:"no_new_privs,omitempty"`
+	Dumpable       int      `json:"dumpable"`
+	Pdeathsig      int      `json:"pdeathsig,omitempty"`
+	ChildSubreaper bool     `json:"child_subreaper,omitempty"`
+	Sched          Sched    `json:"sched"`
+	Seccomp        *Seccomp `json:"seccomp,omitempty"`
+	// Tty is set when the process had a controlling terminal (a shell job).
+	Tty bool `json:"tty,omitempty"`
+}
+
+// Itimer is one armed interval timer (ITIMER_REAL = 0, VIRTUAL = 1, PROF = 2).
+type Itimer struct {
+	Which      int   `json:"which"`
+	ValueUs    int64 `json:"value_us"`    // time left, microseconds
+	IntervalUs int64 `json:"interval_us"` // reload value, microseconds
+}
+
+// PosixTimer is one timer_create(2) timer.
+type PosixTimer struct {
+	ID         int32  `json:"id"`
+	Clock      int32  `json:"clock"`
+	Notify     int32  `json:"notify"` // sigev_notify: SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD_ID 4
+	NotifyTid  int32  `json:"notify_tid,omitempty"`
+	Signo      int32  `json:"signo"`
+	SigevValue uint64 `json:"sigev_value"`
+	ValueNs    int64  `json:"value_ns"`    // time left, nanoseconds (0: disarmed)
+	IntervalNs int64  `json:"interval_ns"` // period, nanoseconds
+}
+
+// Sched is the scheduling policy and priority.
+type Sched struct {
+	Policy     int `json:"policy"` // SCHED_OTHER 0, FIFO 1, RR 2, BATCH 3, IDLE 5
+	Nice       int `json:"nice"`
+	RtPriority int `json:"rt_priority,omitempty"`
+	// TimerSlackNs is PR_GET_TIMERSLACK.
+	TimerSlackNs uint64 `json:"timer_slack_ns"`
+}
+
+// Seccomp is the task's seccomp state: mode 1 (strict) or 2 (filters).
+type Seccomp struct {
+	Mode    int             `json:"mode"`
+	Filters []SeccompFilter `json:"filters,omitempty"` // oldest first, as they were installed
+}
+
+// SeccompFilter is one classic BPF program with its install flags.
+type SeccompFilter struct {
+	Flags uint64 `json:"flags"`
+	Insns []byte `json:"insns"` // struct sock_filter[], 8 bytes each
 }
 
 // Creds are the task's credentials.
 type Creds struct {
-	Uid    [4]uint32 `json:"uid"` // real, effective, saved, fs
-	Gid    [4]uint32 `json:"gid"`
-	Groups []uint32  `json:"groups"`
+	Uid        [4]uint32 `json:"uid"` // real, effective, saved, fs
+	Gid        [4]uint32 `json:"gid"`
+	Groups     []uint32  `json:"groups"`
+	CapInh     uint64    `json:"cap_inheritable"`
+	CapPrm     uint64    `json:"cap_permitted"`
+	CapEff     uint64    `json:"cap_effective"`
+	CapBnd     uint64    `json:"cap_bounding"`
+	CapAmb     uint64    `json:"cap_ambient"`
+	Securebits uint32    `json:"securebits"`
 }
 
 // Rlimit is one resource limit; Cur/Max of ^0 mean unlimited.
@@ -136,6 +199,20 @@ type Thread struct {
 	ClearChildTid uint64 `json:"clear_child_tid,omitempty"`
 	// Rseq is the thread's rseq(2) registration, if any.
 	Rseq *Rseq `json:"rseq,omitempty"`
+	// Pending holds the signals queued for this thread, in queue order.
+	Pending [][]byte `json:"pending,omitempty"`
+	// Sigaltstack is the alternate signal stack, if one is set.
+	Sigaltstack *Sigaltstack `json:"sigaltstack,omitempty"`
+	// RobustList is the set_robust_list(2) head and length.
+	RobustList    uint64 `json:"robust_list,omitempty"`
+	RobustListLen uint64 `json:"robust_list_len,omitempty"`
+}
+
+// Sigaltstack is a stack_t.
+type Sigaltstack struct {
+	SP    uint64 `json:"sp"`
+	Flags int32  `json:"flags"`
+	Size  uint64 `json:"size"`
 }
 
 // Rseq is an rseq(2) registration.
@@ -261,6 +338,9 @@ const (
 	FileReg = "reg"
 	FileDir = "dir"
 	FileChr = "chr"
+	// FileTTY is a terminal of a shell job: restore points it at cr's own
+	// terminal.
+	FileTTY = "tty"
 )
 
 // File is one open file description (files.img, TagFile); fds refer to it

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -174,7 +175,9 @@ func (w *Writer) Commit() error {
 			return err
 		}
 	}
-	if err := os.Rename(w.tmp, w.Dir); err != nil {
+	// rename(2) itself, not os.Rename, which refuses to replace the empty
+	// directory that Create accepts as a target.
+	if err := syscall.Rename(w.tmp, w.Dir); err != nil {
 		return fmt.Errorf("move image into place: %w", err)
 	}
 	if w.sync {

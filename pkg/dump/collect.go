@@ -65,7 +65,7 @@ func (d *dumper) collect() error {
 	}
 	norm := *d.regs
 	th.Syscall = normaliseSyscall(&norm)
-	th.Regs = toImageRegs(&norm)
+	th.Regs = image.RegsFromPtrace(&norm)
 
 	// What only the task can tell.
 	if err := d.inject(&th); err != nil {
@@ -73,9 +73,10 @@ func (d *dumper) collect() error {
 	}
 	d.proc.Threads = []image.Thread{th}
 
+	// inject filled in Task.Sigactions: keep them.
 	d.proc.Task = image.Task{
 		Pid: pid, Ppid: st.Ppid, Pgid: st.Pgrp, Sid: st.Session, Comm: st.Comm,
-		Umask: uint32(status.Int("Umask")),
+		Umask: uint32(status.Int("Umask")), Sigactions: d.proc.Task.Sigactions,
 	}
 	creds := &d.proc.Task.Creds
 	copy(creds.Uid[:], status.Uint32s("Uid"))
@@ -160,25 +161,6 @@ func normaliseSyscall(r *ptrace.Regs) *image.InSyscall {
 	}
 	r.Orig_rax = ^uint64(0)
 	return s
-}
-
-func toImageRegs(r *ptrace.Regs) image.Regs {
-	return image.Regs{
-		R15: r.R15, R14: r.R14, R13: r.R13, R12: r.R12, Rbp: r.Rbp, Rbx: r.Rbx, R11: r.R11, R10: r.R10,
-		R9: r.R9, R8: r.R8, Rax: r.Rax, Rcx: r.Rcx, Rdx: r.Rdx, Rsi: r.Rsi, Rdi: r.Rdi, OrigRax: r.Orig_rax,
-		Rip: r.Rip, Cs: r.Cs, Eflags: r.Eflags, Rsp: r.Rsp, Ss: r.Ss, FsBase: r.Fs_base, GsBase: r.Gs_base,
-		Ds: r.Ds, Es: r.Es, Fs: r.Fs, Gs: r.Gs,
-	}
-}
-
-// FromImageRegs converts image registers back to the ptrace layout.
-func FromImageRegs(r *image.Regs) ptrace.Regs {
-	return ptrace.Regs{
-		R15: r.R15, R14: r.R14, R13: r.R13, R12: r.R12, Rbp: r.Rbp, Rbx: r.Rbx, R11: r.R11, R10: r.R10,
-		R9: r.R9, R8: r.R8, Rax: r.Rax, Rcx: r.Rcx, Rdx: r.Rdx, Rsi: r.Rsi, Rdi: r.Rdi, Orig_rax: r.OrigRax,
-		Rip: r.Rip, Cs: r.Cs, Eflags: r.Eflags, Rsp: r.Rsp, Ss: r.Ss, Fs_base: r.FsBase, Gs_base: r.GsBase,
-		Ds: r.Ds, Es: r.Es, Fs: r.Fs, Gs: r.Gs,
-	}
 }
 
 // inject asks the task what only it can tell: signal dispositions, brk,

@@ -98,7 +98,19 @@ func (d *dumper) run() (res *Result, err error) {
 		switch {
 		case errors.Is(err, unix.ESRCH) || errors.As(err, &ex):
 			return nil, fmt.Errorf("process %d: %w", pid, ErrNoProcess)
+		case errors.Is(err, unix.EPERM) && d.gone():
+			// A process that is exiting (a zombie) cannot be seized either.
+			return nil, fmt.Errorf("process %d: %w", pid, ErrNoProcess)
 		case errors.Is(err, unix.EPERM):
+			// EPERM also means "already traced": say so rather than blame privileges.
+			// TracerPid is the tracing thread; name its process.
+			if s, serr := procfs.ReadStatus(pid); serr == nil && s.Int("TracerPid") != 0 {
+				tracer := s.Int("TracerPid")
+				if ts, terr := procfs.ReadStatus(int(tracer)); terr == nil && ts.Int("Tgid") != 0 {
+					tracer = ts.Int("Tgid")
+				}
+				return nil, fmt.Errorf("process %d is already traced by process %d (a debugger?); detach it first: %w", pid, tracer, ErrPermission)
+			}
 			return nil, fmt.Errorf("cannot trace process %d (%v): %w; run cr as root or with CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE", pid, err, ErrPermission)
 		}
 		return nil, fmt.Errorf("seize process %d: %w", pid, err)
@@ -111,8 +123,11 @@ func (d *dumper) run() (res *Result, err error) {
 				err = rerr
 			}
 		}
+		if err != nil && !errors.Is(err, ErrNoProcess) && d.gone() {
+			err = fmt.Errorf("process %d vanished during the dump (%v): %w", pid, err, ErrNoProcess)
+		}
 		if d.task.Exited != nil {
-			if err == nil {
+			if err == nil && !committed {
 				err = fmt.Errorf("process %d: %w", pid, ErrNoProcess)
 			}
 			return
@@ -122,7 +137,9 @@ func (d *dumper) run() (res *Result, err error) {
 			d.logf("killed pid %d", pid)
 			return
 		}
-		if derr := d.task.Detach(0); derr != nil && err == nil {
+		// Once the image is committed it is complete: a target that was
+		// killed meanwhile does not make the dump fail.
+		if derr := d.task.Detach(0); derr != nil && err == nil && !(committed && d.gone()) {
 			err = derr
 		}
 	}()
@@ -172,11 +189,34 @@ func (d *dumper) run() (res *Result, err error) {
 	if err := w.WriteMeta(ck); err != nil {
 		return nil, err
 	}
+	// Put the target's registers and signal mask back before the commit, so
+	// that an image exists only if the target was left as it was found.
+	if d.in != nil {
+		in := d.in
+		d.in = nil
+		if err := in.Release(); err != nil {
+			return nil, err
+		}
+	}
 	if err := w.Commit(); err != nil {
 		return nil, err
 	}
 	committed = true
 	return &Result{Dir: w.Dir, Pages: pages, Frozen: time.Since(start), PagesTime: ptime}, nil
+}
+
+// gone reports whether the target exited (or is exiting) under us.
+func (d *dumper) gone() bool {
+	if d.task != nil && d.task.Exited != nil {
+		return true
+	}
+	st, err := procfs.ReadStatus(d.pid)
+	if err != nil {
+		return true
+	}
+	state := st.Fields["State"]
+	killed := (st.Hex("SigPnd")|st.Hex("ShdPnd"))&(1<<(unix.SIGKILL-1)) != 0
+	return killed || strings.HasPrefix(state, "Z") || strings.HasPrefix(state, "X")
 }
 
 // checkTree refuses what needs the threads and process-tree work.

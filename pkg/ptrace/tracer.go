@@ -30,7 +30,7 @@ type ExitedError struct {
 
 func (e *ExitedError) Error() string {
 	if e.Status.Signaled() {
-		return fmt.Sprintf("process %d was killed by %v", e.Pid, e.Status.Signal())
+		return fmt.Sprintf("process %d was killed by signal %d (%v)", e.Pid, int(e.Status.Signal()), e.Status.Signal())
 	}
 	return fmt.Sprintf("process %d exited with status %d", e.Pid, e.Status.ExitStatus())
 }

@@ -16,8 +16,8 @@ import (
 const usage = `cr checkpoints a running Linux process into an image directory and restores it.
 
 Usage:
-  cr dump -t PID -o DIR [--leave-running] [--sync] [-v]
-  cr restore -i DIR [-d] [--pidfile FILE] [-v]
+  cr dump -t PID -o DIR [--leave-running] [--shell-job] [--sync] [-v]
+  cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--force-kernel] [-v]
   cr show -i DIR [--json]
   cr check
   cr demo
@@ -109,6 +109,7 @@ func cmdDump(args []string) (bool, error) {
 	dir := fs.String("o", "", "image directory to create")
 	leave := fs.Bool("leave-running", false, "resume the process after the dump instead of killing it")
 	sync := fs.Bool("sync", false, "fsync the image before reporting success")
+	shell := fs.Bool("shell-job", false, "allow a process attached to a terminal, or whose session lies outside the image")
 	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
 	if err := parse(fs, args); err != nil {
 		return false, err
@@ -116,7 +117,7 @@ func cmdDump(args []string) (bool, error) {
 	if *pid <= 0 || *dir == "" {
 		return *v, &usageError{"dump: -t PID and -o DIR are required"}
 	}
-	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync}
+	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync, ShellJob: *shell}
 	if *v {
 		opt.Log = os.Stderr
 	}

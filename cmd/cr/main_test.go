@@ -153,3 +153,29 @@ func TestCLIRestoreDetach(t *testing.T) {
 	require.Contains(t, e, "is in use")
 	q.Check(t)
 }
+
+// TestCLIRestoreNotRoot: a non-root user cannot restore a root process.
+func TestCLIRestoreNotRoot(t *testing.T) {
+	testutil.RequireRoot(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv (util-linux) is not installed")
+	}
+	p := testutil.Start(t, testutil.BuildC(t, "counter"))
+	dir := filepath.Join(t.TempDir(), "img")
+	_, e, code := cr(t, "dump", "-t", strconv.Itoa(p.Pid), "-o", dir, "--leave-running")
+	require.Equal(t, 0, code, e)
+	require.NoError(t, os.Chmod(filepath.Dir(filepath.Dir(dir)), 0o755))
+	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755))
+	require.NoError(t, os.Chmod(dir, 0o755))
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range ents {
+		require.NoError(t, os.Chmod(filepath.Join(dir, e.Name()), 0o644))
+	}
+	p.Kill()
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", crBin, "restore", "-i", dir, "-d")
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "only root may restore another user's process")
+	require.NoDirExists(t, fmt.Sprintf("/proc/%d", p.Pid))
+}

@@ -18,6 +18,7 @@ func cmdRestore(args []string) (int, bool, error) {
 	fs.BoolVar(detach, "detach", false, "same as -d")
 	pidfile := fs.String("pidfile", "", "write the restored pid to this file")
 	force := fs.Bool("force-kernel", false, "restore an image dumped on another kernel release")
+	shell := fs.Bool("shell-job", false, "the process was a shell job: give it cr's session, process group and terminal")
 	fill := fs.String("fill", "preadv", "how pages reach the process: preadv (the process reads them) or writev")
 	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
 	if err := parse(fs, args); err != nil {
@@ -26,14 +27,22 @@ func cmdRestore(args []string) (int, bool, error) {
 	if *dir == "" {
 		return 0, *v, &usageError{"restore: -i DIR is required"}
 	}
-	opt := restore.Options{Dir: *dir, ForceKernel: *force, Fill: *fill}
+	opt := restore.Options{Dir: *dir, ForceKernel: *force, Fill: *fill, ShellJob: *shell}
 	if *v {
 		opt.Log = os.Stderr
 	}
 	// Forward signals from the moment the process exists.
 	sigs := make(chan os.Signal, 4)
 	if !*detach {
-		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+		if *shell {
+			// The terminal already sends SIGINT and SIGHUP to the whole
+			// foreground group, the restored process included: don't
+			// deliver them twice, just don't die of them before it does.
+			signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
+			signal.Notify(sigs, syscall.SIGTERM)
+		} else {
+			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+		}
 	}
 	res, err := restore.Run(opt)
 	if err != nil {

@@ -2,6 +2,7 @@ package dump
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -22,6 +23,7 @@ const (
 	errRestartNoHand = 514
 	errRestartBlock  = 516
 	ssDisable        = 2 // SS_DISABLE
+	ssOnstack        = 1 // SS_ONSTACK
 )
 
 func (d *dumper) collect() error {
@@ -34,7 +36,7 @@ func (d *dumper) collect() error {
 	if err != nil {
 		return err
 	}
-	if err := d.checkStatus(status); err != nil {
+	if err := d.checkStatus(st, status); err != nil {
 		return err
 	}
 
@@ -46,8 +48,12 @@ func (d *dumper) collect() error {
 	if d.proc.VMAs, err = memdump.VMAs(pid, maps); err != nil {
 		return unsupported(pid, err)
 	}
-	tab, err := fdinfo.Read(pid, 1)
+	tab, err := fdinfo.Read(pid, 1, d.opt.ShellJob)
 	if err != nil {
+		var te *fdinfo.TTYError
+		if errors.As(err, &te) {
+			return &ShellJobError{pid, fmt.Sprintf("has the terminal %s open at fd %d", te.Path, te.Fd)}
+		}
 		return unsupported(pid, err)
 	}
 	d.fds, d.files = tab.Fds, tab.Files
@@ -67,16 +73,10 @@ func (d *dumper) collect() error {
 	th.Syscall = normaliseSyscall(&norm)
 	th.Regs = image.RegsFromPtrace(&norm)
 
-	// What only the task can tell.
-	if err := d.inject(&th); err != nil {
-		return err
-	}
-	d.proc.Threads = []image.Thread{th}
-
-	// inject filled in Task.Sigactions: keep them.
 	d.proc.Task = image.Task{
 		Pid: pid, Ppid: st.Ppid, Pgid: st.Pgrp, Sid: st.Session, Comm: st.Comm,
-		Umask: uint32(status.Int("Umask")), Sigactions: d.proc.Task.Sigactions,
+		Umask: uint32(status.Int("Umask")), NoNewPrivs: status.Int("NoNewPrivs") == 1,
+		Tty: st.TtyNr != 0,
 	}
 	creds := &d.proc.Task.Creds
 	copy(creds.Uid[:], status.Uint32s("Uid"))
@@ -85,13 +85,34 @@ func (d *dumper) collect() error {
 	if creds.Groups == nil {
 		creds.Groups = []uint32{}
 	}
-	for r, name := range rlimitNames {
-		var lim unix.Rlimit
-		if err := unix.Prlimit(pid, r, nil, &lim); err != nil {
-			return fmt.Errorf("prlimit %s of pid %d: %w", name, pid, err)
-		}
-		d.proc.Task.Rlimits = append(d.proc.Task.Rlimits, image.Rlimit{Resource: r, Name: name, Cur: lim.Cur, Max: lim.Max})
+	creds.CapInh, creds.CapPrm, creds.CapEff = status.Hex("CapInh"), status.Hex("CapPrm"), status.Hex("CapEff")
+	creds.CapBnd, creds.CapAmb = status.Hex("CapBnd"), status.Hex("CapAmb")
+	if d.proc.Task.Seccomp, err = d.seccomp(status); err != nil {
+		return err
 	}
+	attr, err := unix.SchedGetAttr(pid, 0)
+	if err != nil {
+		return fmt.Errorf("sched_getattr of pid %d: %w", pid, err)
+	}
+	d.proc.Task.Sched = image.Sched{Policy: int(attr.Policy), Nice: int(attr.Nice), RtPriority: int(attr.Priority)}
+	if d.proc.Task.PosixTimers, err = posixTimers(pid); err != nil {
+		return err
+	}
+
+	// What only the task can tell.
+	if err := d.inject(&th); err != nil {
+		return err
+	}
+	if th.Pending, err = d.pendingSignals(false); err != nil {
+		return err
+	}
+	if d.proc.Task.SharedPending, err = d.pendingSignals(true); err != nil {
+		return err
+	}
+	if err := d.rseqAbort(&th); err != nil {
+		return err
+	}
+	d.proc.Threads = []image.Thread{th}
 
 	mm := &d.proc.MM
 	mm.StartCode, mm.EndCode, mm.StartData, mm.EndData = st.StartCode, st.EndCode, st.StartData, st.EndData
@@ -113,27 +134,24 @@ func (d *dumper) collect() error {
 	return nil
 }
 
-var rlimitNames = map[int]string{
-	unix.RLIMIT_CPU: "cpu", unix.RLIMIT_FSIZE: "fsize", unix.RLIMIT_DATA: "data", unix.RLIMIT_STACK: "stack",
-	unix.RLIMIT_CORE: "core", unix.RLIMIT_RSS: "rss", unix.RLIMIT_NPROC: "nproc", unix.RLIMIT_NOFILE: "nofile",
-	unix.RLIMIT_MEMLOCK: "memlock", unix.RLIMIT_AS: "as", unix.RLIMIT_LOCKS: "locks", unix.RLIMIT_SIGPENDING: "sigpending",
-	unix.RLIMIT_MSGQUEUE: "msgqueue", 13: "nice", unix.RLIMIT_RTPRIO: "rtprio", 15: "rttime",
-}
+// rlimitNames are the resource limits in RLIMIT_* order (asm-generic/resource.h).
+var rlimitNames = []string{"cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile",
+	"memlock", "as", "locks", "sigpending", "msgqueue", "nice", "rtprio", "rttime"}
 
-// checkStatus refuses process state that the process-state work adds later.
-func (d *dumper) checkStatus(s *procfs.Status) error {
+// checkStatus refuses process state that cr cannot save yet, and a shell
+// job without --shell-job.
+func (d *dumper) checkStatus(st *procfs.Stat, s *procfs.Status) error {
 	pid := d.pid
-	if p := s.Hex("SigPnd") | s.Hex("ShdPnd"); p != 0 {
-		return &UnsupportedError{pid, fmt.Sprintf("pending signals (mask %#x)", p)}
-	}
-	if s.Int("Seccomp") != 0 {
-		return &UnsupportedError{pid, "a seccomp filter"}
-	}
 	if ns := strings.Fields(s.Fields["NSpid"]); len(ns) > 1 {
 		return &UnsupportedError{pid, "a process in another pid namespace"}
 	}
-	if t, err := os.ReadFile(fmt.Sprintf("/proc/%d/timers", pid)); err == nil && len(t) > 0 {
-		return &UnsupportedError{pid, "POSIX timers (timer_create)"}
+	if !d.opt.ShellJob {
+		if st.Session != pid {
+			return &ShellJobError{pid, fmt.Sprintf("belongs to session %d, which is outside the image (started from a shell?)", st.Session)}
+		}
+		if st.Pgrp != pid {
+			return &ShellJobError{pid, fmt.Sprintf("belongs to process group %d, which is outside the image", st.Pgrp)}
+		}
 	}
 	return nil
 }
@@ -165,7 +183,7 @@ func normaliseSyscall(r *ptrace.Regs) *image.InSyscall {
 
 // inject asks the task what only it can tell: signal dispositions, brk,
 // timers and the alternate stack (refused for now), rseq, clear_child_tid.
-func (d *dumper) inject(th *image.Thread) error {
+func (d *dumper) inject(th *image.Thread) (err error) {
 	pid := d.pid
 	var vdso *image.VMA
 	for i := range d.proc.VMAs {
@@ -203,6 +221,7 @@ func (d *dumper) inject(th *image.Thread) error {
 	buf := make([]byte, 64)
 	read := func(n int) ([]byte, error) { return buf[:n], ptrace.Read(pid, scratch, buf[:n]) }
 
+	le := binary.LittleEndian
 	for sig := 1; sig <= 64; sig++ {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
 			continue
@@ -214,12 +233,24 @@ func (d *dumper) inject(th *image.Thread) error {
 		if err != nil {
 			return err
 		}
-		le := binary.LittleEndian
 		d.proc.Task.Sigactions = append(d.proc.Task.Sigactions, image.Sigaction{
 			Sig: sig, Handler: le.Uint64(b), Flags: le.Uint64(b[8:]), Restorer: le.Uint64(b[16:]), Mask: le.Uint64(b[24:]),
 		})
 	}
-	for which, name := range []string{"ITIMER_REAL", "ITIMER_VIRTUAL", "ITIMER_PROF"} {
+	t := &d.proc.Task
+	// Resource limits: asked inside, because prlimit(2) on another user's
+	// process needs CAP_SYS_RESOURCE.
+	for res := 0; res < len(rlimitNames); res++ {
+		if _, err := in.Syscall(unix.SYS_PRLIMIT64, 0, uintptr(res), 0, scratch); err != nil {
+			return fmt.Errorf("getrlimit %s: %w", rlimitNames[res], err)
+		}
+		b, err := read(16)
+		if err != nil {
+			return err
+		}
+		t.Rlimits = append(t.Rlimits, image.Rlimit{Resource: res, Name: rlimitNames[res], Cur: le.Uint64(b), Max: le.Uint64(b[8:])})
+	}
+	for which := 0; which < 3; which++ {
 		if _, err := in.Syscall(unix.SYS_GETITIMER, uintptr(which), scratch); err != nil {
 			return fmt.Errorf("getitimer: %w", err)
 		}
@@ -227,11 +258,24 @@ func (d *dumper) inject(th *image.Thread) error {
 		if err != nil {
 			return err
 		}
-		for _, x := range []int{0, 8, 16, 24} {
-			if binary.LittleEndian.Uint64(b[x:]) != 0 {
-				return &UnsupportedError{pid, "an armed interval timer (" + name + ")"}
-			}
+		// struct itimerval: it_interval, it_value (each sec, usec)
+		iv := int64(le.Uint64(b))*1e6 + int64(le.Uint64(b[8:]))
+		v := int64(le.Uint64(b[16:]))*1e6 + int64(le.Uint64(b[24:]))
+		if v != 0 || iv != 0 {
+			t.Itimers = append(t.Itimers, image.Itimer{Which: which, ValueUs: v, IntervalUs: iv})
 		}
+	}
+	for i := range t.PosixTimers {
+		pt := &t.PosixTimers[i]
+		if _, err := in.Syscall(unix.SYS_TIMER_GETTIME, uintptr(pt.ID), scratch); err != nil {
+			return fmt.Errorf("timer_gettime of timer %d: %w", pt.ID, err)
+		}
+		b, err := read(32)
+		if err != nil {
+			return err
+		}
+		pt.IntervalNs = int64(le.Uint64(b))*1e9 + int64(le.Uint64(b[8:]))
+		pt.ValueNs = int64(le.Uint64(b[16:]))*1e9 + int64(le.Uint64(b[24:]))
 	}
 	if _, err := in.Syscall(unix.SYS_SIGALTSTACK, 0, scratch); err != nil {
 		return fmt.Errorf("sigaltstack: %w", err)
@@ -240,8 +284,9 @@ func (d *dumper) inject(th *image.Thread) error {
 	if err != nil {
 		return err
 	}
-	if binary.LittleEndian.Uint32(b[8:])&ssDisable == 0 {
-		return &UnsupportedError{pid, "an alternate signal stack (sigaltstack)"}
+	// stack_t: ss_sp, ss_flags (int, padded), ss_size
+	if flags := int32(le.Uint32(b[8:])); flags&ssDisable == 0 {
+		th.Sigaltstack = &image.Sigaltstack{SP: le.Uint64(b), Flags: flags &^ ssOnstack, Size: le.Uint64(b[16:])}
 	}
 	brk, err := in.Syscall(unix.SYS_BRK, 0)
 	if err != nil {
@@ -254,7 +299,52 @@ func (d *dumper) inject(th *image.Thread) error {
 	if b, err = read(8); err != nil {
 		return err
 	}
-	th.ClearChildTid = binary.LittleEndian.Uint64(b)
+	th.ClearChildTid = le.Uint64(b)
+	if _, err := in.Syscall(unix.SYS_GET_ROBUST_LIST, 0, scratch, scratch+8); err != nil {
+		return fmt.Errorf("get_robust_list: %w", err)
+	}
+	if b, err = read(16); err != nil {
+		return err
+	}
+	th.RobustList, th.RobustListLen = le.Uint64(b), le.Uint64(b[8:])
+	// prctl queries that return their value.
+	for _, q := range []struct {
+		name string
+		args []uintptr
+		out  func(uintptr)
+	}{
+		{"personality", nil, func(v uintptr) { t.Personality = uint32(v) }},
+		{"PR_GET_DUMPABLE", []uintptr{unix.PR_GET_DUMPABLE}, func(v uintptr) { t.Dumpable = int(v) }},
+		{"PR_GET_TIMERSLACK", []uintptr{unix.PR_GET_TIMERSLACK}, func(v uintptr) { t.Sched.TimerSlackNs = uint64(v) }},
+		{"PR_GET_SECUREBITS", []uintptr{unix.PR_GET_SECUREBITS}, func(v uintptr) { t.Creds.Securebits = uint32(v) }},
+	} {
+		var r uintptr
+		if q.args == nil {
+			r, err = in.Syscall(unix.SYS_PERSONALITY, 0xffffffff)
+		} else {
+			r, err = in.Syscall(unix.SYS_PRCTL, q.args...)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", q.name, err)
+		}
+		q.out(r)
+	}
+	// prctl queries that write an int.
+	for _, q := range []struct {
+		op  uintptr
+		out func(int32)
+	}{
+		{unix.PR_GET_PDEATHSIG, func(v int32) { t.Pdeathsig = int(v) }},
+		{unix.PR_GET_CHILD_SUBREAPER, func(v int32) { t.ChildSubreaper = v != 0 }},
+	} {
+		if _, err := in.Syscall(unix.SYS_PRCTL, q.op, scratch); err != nil {
+			return fmt.Errorf("prctl %d: %w", q.op, err)
+		}
+		if b, err = read(4); err != nil {
+			return err
+		}
+		q.out(int32(le.Uint32(b)))
+	}
 	th.Rseq, err = d.rseq()
 	return err
 }

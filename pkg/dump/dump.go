@@ -25,6 +25,7 @@ type Options struct {
 	Pid          int
 	Dir          string
 	LeaveRunning bool          // resume the target after the dump instead of killing it
+	ShellJob     bool          // allow a terminal and a session or group outside the image
 	Sync         bool          // fsync the image before reporting success
 	Timeout      time.Duration // bound for every wait on the target (default 10 s)
 	Log          io.Writer     // progress messages (-v); nil for none
@@ -246,7 +247,7 @@ func (d *dumper) inventory() image.Inventory {
 	return image.Inventory{
 		FormatMajor: image.FormatMajor, FormatMinor: image.FormatMinor,
 		CRVersion: Version, DumpTime: time.Now().UTC().Format(time.RFC3339Nano),
-		Options: image.Options{LeaveRunning: d.opt.LeaveRunning},
+		Options: image.Options{LeaveRunning: d.opt.LeaveRunning, ShellJob: d.opt.ShellJob},
 		Kernel:  image.Kernel{Sysname: str(u.Sysname[:]), Release: str(u.Release[:]), Version: str(u.Version[:]), Machine: str(u.Machine[:])},
 		CPU:     image.CPU{Arch: "x86_64", XFeatures: XFeatures(xs), XSaveSize: len(xs)},
 		RootPid: d.pid, Pids: []int{d.pid},

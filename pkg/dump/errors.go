@@ -35,3 +35,14 @@ func unsupported(pid int, err error) error {
 	}
 	return err
 }
+
+// ShellJobError is a process attached to a terminal, or whose session or
+// process group lies outside the image: it needs --shell-job.
+type ShellJobError struct {
+	Pid  int
+	What string
+}
+
+func (e *ShellJobError) Error() string {
+	return fmt.Sprintf("pid %d %s: dump it with --shell-job (and restore it with --shell-job)", e.Pid, e.What)
+}

@@ -49,8 +49,17 @@ func IsTTY(rdev uint64) bool {
 	return maj == 4 || maj == 5 || (maj >= 136 && maj <= 143)
 }
 
+// TTYError is a terminal fd, refused unless the caller allows terminals.
+type TTYError struct {
+	Fd   int
+	Path string
+}
+
+func (e *TTYError) Error() string { return fmt.Sprintf("fd %d is the terminal %s", e.Fd, e.Path) }
+
 // Read returns the fd table of pid. nextID numbers new file descriptions.
-func Read(pid int, nextID int) (*Table, error) {
+// With allowTTY, terminals are recorded as image.FileTTY instead of refused.
+func Read(pid int, nextID int, allowTTY bool) (*Table, error) {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -62,7 +71,7 @@ func Read(pid int, nextID int) (*Table, error) {
 		if err != nil {
 			continue
 		}
-		ent, err := readOne(pid, fd)
+		ent, err := readOne(pid, fd, allowTTY)
 		if err != nil {
 			return nil, err
 		}
@@ -109,7 +118,7 @@ func sameFile(pid, fd1, fd2 int) (bool, error) {
 	return r == 0, nil
 }
 
-func readOne(pid, fd int) (Entry, error) {
+func readOne(pid, fd int, allowTTY bool) (Entry, error) {
 	e := Entry{Fd: fd}
 	link := fmt.Sprintf("/proc/%d/fd/%d", pid, fd)
 	target, err := os.Readlink(link)
@@ -151,10 +160,13 @@ func readOne(pid, fd int) (Entry, error) {
 		if err := unix.Stat(link, &st); err != nil {
 			return e, fmt.Errorf("fd %d: %w", fd, err)
 		}
-		if IsTTY(st.Rdev) {
-			return e, &UnsupportedError{fd, "a terminal (" + target + ")"}
-		}
 		e.File.Type = image.FileChr
+		if IsTTY(st.Rdev) {
+			if !allowTTY {
+				return e, &TTYError{fd, target}
+			}
+			e.File.Type = image.FileTTY
+		}
 		e.File.Rdev = st.Rdev
 	case unix.S_IFIFO:
 		return e, &UnsupportedError{fd, "a FIFO (" + target + ")"}

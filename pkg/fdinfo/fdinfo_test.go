@@ -25,7 +25,7 @@ func TestIsTTY(t *testing.T) {
 func TestReadFiles(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.Start(t, testutil.BuildC(t, "files"))
-	tab, err := fdinfo.Read(p.Pid, 10)
+	tab, err := fdinfo.Read(p.Pid, 10, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestReadFiles(t *testing.T) {
 func TestReadPipe(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.Start(t, testutil.BuildC(t, "pipe"))
-	_, err := fdinfo.Read(p.Pid, 1)
+	_, err := fdinfo.Read(p.Pid, 1, false)
 	var ue *fdinfo.UnsupportedError
 	if !errors.As(err, &ue) || ue.Fd != 3 || ue.What != "a pipe" {
 		t.Fatalf("error %v, want fd 3 is a pipe", err)

@@ -81,3 +81,34 @@ func (k *Task) GetRseqConfig() (RseqConfig, error) {
 	err := k.do("get_rseq_configuration", 0x420f, unsafe.Sizeof(c), uintptr(unsafe.Pointer(&c)))
 	return c, err
 }
+
+// SeccompFilter returns the classic BPF program of the task's seccomp filter
+// number index (0 = the most recently installed), PTRACE_SECCOMP_GET_FILTER.
+// It returns unix.ENOENT past the last filter.
+func (k *Task) SeccompFilter(index int) ([]byte, error) {
+	var prog []byte
+	err := k.t.Do(func() error {
+		n, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(k.Pid), uintptr(index), 0, 0, 0)
+		if e != 0 {
+			return &Error{"seccomp_get_filter", k.Pid, e}
+		}
+		prog = make([]byte, n*8)
+		if n == 0 {
+			return nil
+		}
+		_, _, e = unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(k.Pid), uintptr(index), uintptr(unsafe.Pointer(&prog[0])), 0, 0)
+		if e != 0 {
+			return &Error{"seccomp_get_filter", k.Pid, e}
+		}
+		return nil
+	})
+	return prog, err
+}
+
+// SeccompFlags returns the install flags of filter index
+// (PTRACE_SECCOMP_GET_METADATA).
+func (k *Task) SeccompFlags(index int) (uint64, error) {
+	md := struct{ FilterOff, Flags uint64 }{FilterOff: uint64(index)}
+	err := k.do("seccomp_get_metadata", 0x420d, unsafe.Sizeof(md), uintptr(unsafe.Pointer(&md)))
+	return md.Flags, err
+}

@@ -95,7 +95,7 @@ func ptrace(req int, pid int, addr, data uintptr) error {
 // StartTraced forks and execs cmd from the tracer thread with PTRACE_TRACEME,
 // so the new process is traced by this tracer and stops at its exec. The
 // returned Task is in that stop.
-func (t *Tracer) StartTraced(cmd *exec.Cmd, options int) (*Task, error) {
+func (t *Tracer) StartTraced(cmd *exec.Cmd, timeout time.Duration, options int) (*Task, error) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -105,7 +105,7 @@ func (t *Tracer) StartTraced(cmd *exec.Cmd, options int) (*Task, error) {
 		if err := cmd.Start(); err != nil {
 			return err
 		}
-		task = &Task{t: t, Pid: cmd.Process.Pid}
+		task = &Task{t: t, Pid: cmd.Process.Pid, Timeout: timeout}
 		ws, err := task.wait()
 		if err != nil {
 			return err
@@ -129,6 +129,8 @@ func (t *Tracer) StartTraced(cmd *exec.Cmd, options int) (*Task, error) {
 type Task struct {
 	t   *Tracer
 	Pid int // the thread id
+	// Timeout, if set, overrides the tracer's bound on waits for this task.
+	Timeout time.Duration
 	// Exited is set once a wait reported the task gone.
 	Exited *ExitedError
 }
@@ -178,7 +180,11 @@ func (t *Tracer) Seize(tid int, options int) (*Task, error) {
 // It must run on the tracer thread.
 func (k *Task) wait() (unix.WaitStatus, error) {
 	var ws unix.WaitStatus
-	deadline := time.Now().Add(k.t.Timeout)
+	timeout := k.t.Timeout
+	if k.Timeout != 0 {
+		timeout = k.Timeout
+	}
+	deadline := time.Now().Add(timeout)
 	sleep := 20 * time.Microsecond
 	spinUntil := time.Now().Add(500 * time.Microsecond)
 	for {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/cr-tools/cr/pkg/image"
 	"github.com/cr-tools/cr/pkg/memdump"
@@ -316,9 +317,11 @@ func (r *restorer) mapVMAs() error {
 	for _, fd := range fds {
 		r.sys(unix.SYS_CLOSE, uintptr(fd))
 	}
+	t0 := time.Now()
 	if err := r.fillPages(); err != nil {
 		return err
 	}
+	r.logf("filled %d page runs in %v", len(p.PageMap), time.Since(t0))
 	for _, i := range widened {
 		v := &p.VMAs[i]
 		if _, err := r.sys(unix.SYS_MPROTECT, uintptr(v.Start), uintptr(v.Len()), protBits(v.Prot)); err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -24,6 +25,10 @@ type Options struct {
 	Timeout     time.Duration // bound for every wait on the task (default 10 s)
 	PidWait     time.Duration // how long to wait for a zombie holding the pid (default 5 s)
 	Log         io.Writer     // progress messages (-v); nil for none
+	// ShellJob lets a process that had a terminal, or whose session or
+	// process group lies outside the image, join cr's session, process
+	// group and terminal (CRIU's --shell-job).
+	ShellJob bool
 	// Fill selects how pages reach the task: "preadv" (default: the task
 	// reads its own pages from the image) or "writev" (cr pushes them with
 	// process_vm_writev). Both exist so that they can be compared.
@@ -72,6 +77,7 @@ func Run(opt Options) (*Result, error) {
 		}
 		verified <- err
 	}()
+	r.logf("image loaded and checked in %v", time.Since(start))
 	pid, err := r.run(verified)
 	if err != nil {
 		return nil, err
@@ -92,6 +98,7 @@ type restorer struct {
 	scratch     uintptr // scratch area in the task
 	scratchSize uintptr
 	tramp       uintptr // trampoline (code page + scratch)
+	tty         string  // cr's terminal, for the tty fds of a shell job
 }
 
 func (r *restorer) logf(format string, args ...any) {
@@ -100,10 +107,14 @@ func (r *restorer) logf(format string, args ...any) {
 	}
 }
 
+// tracer is the one tracer thread of all restores in this process. It is
+// never closed: the restored processes are children of its OS thread, and
+// when a parent thread exits the kernel sends its children their
+// parent-death signal (PR_SET_PDEATHSIG), even if the process lives on.
+var tracer = sync.OnceValue(ptrace.NewTracer)
+
 func (r *restorer) run(verified <-chan error) (pid int, err error) {
-	r.tr = ptrace.NewTracer()
-	r.tr.Timeout = r.opt.Timeout
-	defer r.tr.Close()
+	r.tr = tracer()
 
 	if err := r.spawn(); err != nil {
 		return 0, err
@@ -116,12 +127,16 @@ func (r *restorer) run(verified <-chan error) (pid int, err error) {
 			r.mem.Close()
 		}
 	}()
+	t0 := time.Now()
 	if err := r.build(); err != nil {
 		return 0, fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)
 	}
+	r.logf("process rebuilt in %v (%d injected syscalls)", time.Since(t0), r.in.Count)
+	t0 = time.Now()
 	if err := <-verified; err != nil {
 		return 0, err
 	}
+	r.logf("waited %v for the page checksums", time.Since(t0))
 	if err := r.task.Detach(0); err != nil {
 		return 0, err
 	}
@@ -154,7 +169,7 @@ func (r *restorer) spawn() error {
 		Stdout: null,
 		Stderr: null,
 	}
-	stub, err := r.tr.StartTraced(cmd, unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_EXITKILL)
+	stub, err := r.tr.StartTraced(cmd, r.opt.Timeout, unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_EXITKILL|unix.PTRACE_O_SUSPEND_SECCOMP)
 	if err != nil {
 		return fmt.Errorf("start restorer stub: %w", err)
 	}
@@ -185,6 +200,7 @@ func (r *restorer) spawn() error {
 		return fmt.Errorf("clone3 gave pid %d, wanted %d", got, want)
 	}
 	r.task = r.tr.Adopt(want)
+	r.task.Timeout = r.opt.Timeout
 	// The new task starts with a SIGSTOP (auto-attached by TRACECLONE).
 	if _, err := r.task.Wait(); err != nil {
 		return fmt.Errorf("wait for the new process %d: %w", want, err)

@@ -26,9 +26,12 @@ type outside struct {
 	cmdline string
 	exe     string
 	comm    string
+	timers  string
+	pers    string
 }
 
-var statusKeys = []string{"Umask", "SigBlk", "SigIgn", "SigCgt", "Uid", "Gid", "Groups", "NSsid", "NSpgid", "Tgid"}
+var statusKeys = []string{"Umask", "SigBlk", "SigIgn", "SigCgt", "SigPnd", "ShdPnd", "Uid", "Gid", "Groups", "NSsid", "NSpgid", "Tgid",
+	"NoNewPrivs", "Seccomp", "Seccomp_filters", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}
 
 func look(t *testing.T, pid int) outside {
 	t.Helper()
@@ -71,6 +74,12 @@ func look(t *testing.T, pid int) outside {
 	c, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 	require.NoError(t, err)
 	o.comm = string(c)
+	c, err = os.ReadFile(fmt.Sprintf("/proc/%d/timers", pid))
+	require.NoError(t, err)
+	o.timers = string(c)
+	c, err = os.ReadFile(fmt.Sprintf("/proc/%d/personality", pid))
+	require.NoError(t, err)
+	o.pers = string(c)
 	return o
 }
 
@@ -142,12 +151,14 @@ func roundTrip(t *testing.T, bin string, args ...string) (*testutil.Proc, string
 	require.Equal(t, o1.cmdline, o2.cmdline, "cmdline")
 	require.Equal(t, o1.exe, o2.exe, "exe link")
 	require.Equal(t, o1.comm, o2.comm, "comm")
+	require.Equal(t, o1.timers, o2.timers, "POSIX timers")
+	require.Equal(t, o1.pers, o2.pers, "personality")
 	q.Check(t)
 	return q, dir
 }
 
 func TestRoundTripFixtures(t *testing.T) {
-	for _, name := range []string{"anon", "sparse", "filemap", "files", "signals", "counter"} {
+	for _, name := range []string{"anon", "sparse", "filemap", "files", "signals", "counter", "sigstate", "creds", "strict"} {
 		t.Run(name, func(t *testing.T) {
 			q, _ := roundTrip(t, testutil.BuildC(t, name))
 			require.Equal(t, 0, q.Stop(t))

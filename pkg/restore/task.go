@@ -61,7 +61,11 @@ func (r *restorer) restoreFiles() error {
 			continue
 		}
 		flags := int(f.Flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
-		fd, err := r.openInTask(f.Ident.Path, flags|unix.O_NOCTTY|cloexec)
+		path := f.Ident.Path
+		if f.Type == image.FileTTY {
+			path = r.tty // a shell job gets cr's terminal
+		}
+		fd, err := r.openInTask(path, flags|unix.O_NOCTTY|cloexec)
 		if err != nil {
 			return fmt.Errorf("fd %d: %w", e.Fd, err)
 		}
@@ -163,7 +167,7 @@ func (r *restorer) restoreTask() error {
 			return fmt.Errorf("restore handler of signal %d: %w", sa.Sig, err)
 		}
 	}
-	if t.Sid == t.Pid {
+	if t.Sid == t.Pid && !r.opt.ShellJob {
 		if _, err := r.sys(unix.SYS_SETSID); err != nil {
 			return fmt.Errorf("setsid: %w", err)
 		}
@@ -176,41 +180,12 @@ func (r *restorer) restoreTask() error {
 	if _, err := r.sys(unix.SYS_SET_TID_ADDRESS, uintptr(th.ClearChildTid)); err != nil {
 		return fmt.Errorf("set_tid_address: %w", err)
 	}
-	return r.restoreCreds()
-}
-
-func (r *restorer) restoreCreds() error {
-	c := &r.proc.Task.Creds
-	ruid, euid, suid := unix.Getresuid()
-	rgid, egid, sgid := unix.Getresgid()
-	groups, _ := unix.Getgroups()
-	same := c.Uid[0] == uint32(ruid) && c.Uid[1] == uint32(euid) && c.Uid[2] == uint32(suid) &&
-		c.Gid[0] == uint32(rgid) && c.Gid[1] == uint32(egid) && c.Gid[2] == uint32(sgid) && len(groups) == len(c.Groups)
-	for i := 0; same && i < len(groups); i++ {
-		same = uint32(groups[i]) == c.Groups[i]
-	}
-	if same {
-		return nil
-	}
-	if euid != 0 {
-		return fmt.Errorf("the image's credentials (uid %d, gid %d) differ from cr's, and only root may restore another user's process", c.Uid[1], c.Gid[1])
-	}
-	b := make([]byte, 0, 4*len(c.Groups)+4)
-	for _, g := range c.Groups {
-		b = binary.LittleEndian.AppendUint32(b, g)
-	}
-	addr, err := r.put(0, append(b, 0, 0, 0, 0))
-	if err != nil {
-		return err
-	}
-	if _, err := r.sys(unix.SYS_SETGROUPS, uintptr(len(c.Groups)), addr); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
-	}
-	if _, err := r.sys(unix.SYS_SETRESGID, uintptr(c.Gid[0]), uintptr(c.Gid[1]), uintptr(c.Gid[2])); err != nil {
-		return fmt.Errorf("setresgid: %w", err)
-	}
-	if _, err := r.sys(unix.SYS_SETRESUID, uintptr(c.Uid[0]), uintptr(c.Uid[1]), uintptr(c.Uid[2])); err != nil {
-		return fmt.Errorf("setresuid: %w", err)
+	for _, step := range []func() error{
+		r.restoreMisc, r.restoreTimers, r.restoreSignalState, r.restoreSeccomp, r.restoreCreds, r.restoreLate,
+	} {
+		if err := step(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -219,6 +194,11 @@ func (r *restorer) restoreCreds() error {
 // and unmaps it) and loads the final registers, XSAVE state and mask.
 func (r *restorer) finish() error {
 	th := &r.proc.Threads[0]
+	if sc := r.proc.Task.Seccomp; sc != nil && sc.Mode == 1 {
+		if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_SECCOMP, 1); err != nil {
+			return fmt.Errorf("seccomp strict mode: %w", err)
+		}
+	}
 	if _, err := r.sys(unix.SYS_MUNMAP, r.tramp, trampSize); err != nil {
 		return fmt.Errorf("unmap trampoline: %w", err)
 	}
@@ -231,4 +211,3 @@ func (r *restorer) finish() error {
 	}
 	return r.task.SetSigmask(th.Sigmask)
 }
-

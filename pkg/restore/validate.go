@@ -62,14 +62,22 @@ func (r *restorer) validate() error {
 		return fmt.Errorf("pid %d has %d threads: restoring multi-threaded processes is not supported yet", p.Task.Pid, len(p.Threads))
 	}
 	t := &p.Task
-	if t.Sid != t.Pid {
-		return fmt.Errorf("pid %d belongs to session %d, which is not in the image (it did not lead its own session; e.g. it was started from a shell): not supported yet", t.Pid, t.Sid)
+	if c.Inventory.Options.ShellJob && !r.opt.ShellJob {
+		return fmt.Errorf("pid %d was dumped as a shell job (it had a terminal, or its session lies outside the image): restore it with --shell-job", t.Pid)
 	}
-	if t.Pgid != t.Pid {
-		return fmt.Errorf("pid %d belongs to process group %d, which is not in the image: not supported yet", t.Pid, t.Pgid)
+	if !r.opt.ShellJob {
+		if t.Sid != t.Pid {
+			return fmt.Errorf("pid %d belongs to session %d, which is not in the image (e.g. it was started from a shell): restore it with --shell-job to join cr's session", t.Pid, t.Sid)
+		}
+		if t.Pgid != t.Pid {
+			return fmt.Errorf("pid %d belongs to process group %d, which is not in the image: restore it with --shell-job to join cr's process group", t.Pid, t.Pgid)
+		}
 	}
 	if len(p.Threads[0].XSave) != c.Inventory.CPU.XSaveSize {
 		return fmt.Errorf("image is inconsistent: xsave area of %d bytes, inventory says %d", len(p.Threads[0].XSave), c.Inventory.CPU.XSaveSize)
+	}
+	if err := checkCreds(&t.Creds); err != nil {
+		return err
 	}
 	// Files the address space maps must be exactly what was dumped.
 	if err := checkIdent(&p.MM.Exe, "the executable"); err != nil {
@@ -88,6 +96,16 @@ func (r *restorer) validate() error {
 	// Open files are reopened by path; they may have changed (as in the
 	// original checkpoint/restart demo), but must exist.
 	for _, f := range c.Files {
+		if f.Type == image.FileTTY {
+			if r.tty == "" {
+				tty, err := ownTerminal()
+				if err != nil {
+					return fmt.Errorf("fd of file %d was the terminal %s: %w", f.ID, f.Ident.Path, err)
+				}
+				r.tty = tty
+			}
+			continue
+		}
 		var st unix.Stat_t
 		if err := unix.Stat(f.Ident.Path, &st); err != nil {
 			return fmt.Errorf("open file %s (file %d): %w", f.Ident.Path, f.ID, err)
@@ -143,4 +161,46 @@ func (r *restorer) checkPid(pid int) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// ownTerminal names cr's terminal: the first of fds 0-2 that is one, or the
+// controlling terminal.
+func ownTerminal() (string, error) {
+	for fd := 0; fd <= 2; fd++ {
+		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
+			if p, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); err == nil && strings.HasPrefix(p, "/dev/") {
+				return p, nil
+			}
+		}
+	}
+	if f, err := os.Open("/dev/tty"); err == nil {
+		f.Close()
+		return "/dev/tty", nil
+	}
+	return "", errors.New("cr has no terminal to give the restored process; run it from a terminal")
+}
+
+// checkCreds refuses an image whose credentials exceed the caller's: a
+// restore never grants more than the caller has.
+func checkCreds(c *image.Creds) error {
+	euid := os.Geteuid()
+	if euid == 0 {
+		return nil
+	}
+	ruid, _, _ := unix.Getresuid()
+	for _, u := range c.Uid[:3] {
+		if int(u) != euid && int(u) != ruid {
+			return fmt.Errorf("the image's process ran as uid %d, cr runs as uid %d: only root may restore another user's process", c.Uid[1], euid)
+		}
+	}
+	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var own [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &own[0]); err != nil {
+		return err
+	}
+	prm := uint64(own[0].Permitted) | uint64(own[1].Permitted)<<32
+	if c.CapPrm&^prm != 0 {
+		return fmt.Errorf("the image's process holds capabilities %#x that cr lacks (it has %#x)", c.CapPrm&^prm, prm)
+	}
+	return nil
 }

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cr-tools/cr/internal/testutil"
+	"github.com/stretchr/testify/require"
+)
+
+// tmuxPane drives one tmux pane running an interactive bash.
+type tmuxPane struct {
+	t    *testing.T
+	sock string
+}
+
+func newTmux(t *testing.T) *tmuxPane {
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Skip("tmux is not installed (.ci/run installs it)")
+	}
+	p := &tmuxPane{t: t, sock: filepath.Join(t.TempDir(), "tmux.sock")}
+	p.run("new-session", "-d", "-x", "200", "-y", "50", "env PS1='$ ' bash --norc --noprofile")
+	t.Cleanup(func() { exec.Command("tmux", "-S", p.sock, "kill-server").Run() })
+	return p
+}
+
+func (p *tmuxPane) run(args ...string) string {
+	out, err := exec.Command("tmux", append([]string{"-S", p.sock}, args...)...).CombinedOutput()
+	require.NoError(p.t, err, string(out))
+	return string(out)
+}
+
+func (p *tmuxPane) send(line string) { p.run("send-keys", "-t", "0", line, "Enter") }
+
+// waitFor waits until the screen matches re and returns the first match.
+func (p *tmuxPane) waitFor(re string) []string {
+	p.t.Helper()
+	rx := regexp.MustCompile(re)
+	var screen string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		screen = p.run("capture-pane", "-p", "-t", "0")
+		if m := rx.FindStringSubmatch(screen); m != nil {
+			return m
+		}
+	}
+	p.t.Fatalf("screen never showed %q:\n%s", re, screen)
+	return nil
+}
+
+// TestShellJob checkpoints an interactive program started from a shell in a
+// terminal, and restores it into the same terminal with --shell-job.
+func TestShellJob(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildC(t, "interactive")
+	cr(t, "help") // build cr
+	pane := newTmux(t)
+	pane.send(bin)
+	pid, _ := strconv.Atoi(pane.waitFor(`interactive ready pid=(\d+)`)[1])
+	pane.send("one")
+	pane.waitFor(`got one n=1`)
+
+	dir := filepath.Join(t.TempDir(), "img")
+	_, e, code := cr(t, "dump", "-t", strconv.Itoa(pid), "-o", dir)
+	require.Equal(t, 1, code)
+	require.Contains(t, e, "--shell-job")
+	require.NoDirExists(t, dir)
+
+	_, e, code = cr(t, "dump", "-t", strconv.Itoa(pid), "-o", dir, "--shell-job")
+	require.Equal(t, 0, code, e)
+	pane.waitFor(`Killed`)
+
+	// Restoring it without --shell-job is refused with a message naming it.
+	_, e, code = cr(t, "restore", "-i", dir, "-d")
+	require.Equal(t, 1, code)
+	require.Contains(t, e, "--shell-job")
+
+	pane.send(crBin + " restore --shell-job -i " + dir + "; echo rc=$?")
+	time.Sleep(200 * time.Millisecond)
+	pane.send("two")
+	pane.waitFor(`got two n=2`) // the same program, its line count kept
+	out, err := exec.Command("ps", "-o", "pid=,tty=", "-p", strconv.Itoa(pid)).CombinedOutput()
+	require.NoError(t, err, "the restored process runs with its pid")
+	require.True(t, strings.Contains(string(out), "pts/"), "it has the terminal: %s", out)
+	pane.send("quit")
+	pane.waitFor(`rc=0`)
+}

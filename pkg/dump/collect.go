@@ -61,18 +61,6 @@ func (d *dumper) collect() error {
 		return unsupported(pid, err)
 	}
 
-	// CPU state.
-	th := image.Thread{Tid: pid}
-	if d.regs, err = d.task.GetRegs(); err != nil {
-		return err
-	}
-	if th.XSave, err = d.task.GetXState(); err != nil {
-		return err
-	}
-	norm := *d.regs
-	th.Syscall = normaliseSyscall(&norm)
-	th.Regs = image.RegsFromPtrace(&norm)
-
 	d.proc.Task = image.Task{
 		Pid: pid, Ppid: st.Ppid, Pgid: st.Pgrp, Sid: st.Session, Comm: st.Comm,
 		Umask: uint32(status.Int("Umask")), NoNewPrivs: status.Int("NoNewPrivs") == 1,
@@ -87,7 +75,7 @@ func (d *dumper) collect() error {
 	}
 	creds.CapInh, creds.CapPrm, creds.CapEff = status.Hex("CapInh"), status.Hex("CapPrm"), status.Hex("CapEff")
 	creds.CapBnd, creds.CapAmb = status.Hex("CapBnd"), status.Hex("CapAmb")
-	if d.proc.Task.Seccomp, err = d.seccomp(status); err != nil {
+	if d.proc.Task.Seccomp, err = d.seccomp(d.threads[0].task, status); err != nil {
 		return err
 	}
 	attr, err := unix.SchedGetAttr(pid, 0)
@@ -100,19 +88,22 @@ func (d *dumper) collect() error {
 	}
 
 	// What only the task can tell.
-	if err := d.inject(&th); err != nil {
+	if err := d.startInjection(); err != nil {
 		return err
 	}
-	if th.Pending, err = d.pendingSignals(false); err != nil {
+	if err := d.injectProcess(); err != nil {
 		return err
 	}
-	if d.proc.Task.SharedPending, err = d.pendingSignals(true); err != nil {
+	for _, t := range d.threads {
+		th, err := d.collectThread(t)
+		if err != nil {
+			return fmt.Errorf("thread %d: %w", t.task.Pid, err)
+		}
+		d.proc.Threads = append(d.proc.Threads, th)
+	}
+	if d.proc.Task.SharedPending, err = pendingSignals(d.threads[0].task, true); err != nil {
 		return err
 	}
-	if err := d.rseqAbort(&th); err != nil {
-		return err
-	}
-	d.proc.Threads = []image.Thread{th}
 
 	mm := &d.proc.MM
 	mm.StartCode, mm.EndCode, mm.StartData, mm.EndData = st.StartCode, st.EndCode, st.StartData, st.EndData
@@ -181,9 +172,9 @@ func normaliseSyscall(r *ptrace.Regs) *image.InSyscall {
 	return s
 }
 
-// inject asks the task what only it can tell: signal dispositions, brk,
-// timers and the alternate stack (refused for now), rseq, clear_child_tid.
-func (d *dumper) inject(th *image.Thread) (err error) {
+// startInjection prepares every thread for injected syscalls (all signals
+// blocked) and maps the scratch page through the main thread.
+func (d *dumper) startInjection() error {
 	pid := d.pid
 	var vdso *image.VMA
 	for i := range d.proc.VMAs {
@@ -202,26 +193,34 @@ func (d *dumper) inject(th *image.Thread) (err error) {
 	if !ok {
 		return fmt.Errorf("no syscall instruction in the vdso of pid %d", pid)
 	}
-	in, err := parasite.New(d.task, sys)
-	if err != nil {
-		return err
-	}
-	d.in = in
-	th.Sigmask = in.SavedMask()
-
-	scratch, err := d.mapScratch()
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if _, uerr := in.Syscall(unix.SYS_MUNMAP, scratch, image.PageSize); uerr != nil && err == nil {
-			err = fmt.Errorf("unmap scratch page: %w", uerr)
+	for _, t := range d.threads {
+		in, err := parasite.New(t.task, sys)
+		if err != nil {
+			return err
 		}
-	}()
-	buf := make([]byte, 64)
-	read := func(n int) ([]byte, error) { return buf[:n], ptrace.Read(pid, scratch, buf[:n]) }
+		t.in = in
+	}
+	scratch, err := d.mapScratch(d.threads[0].in)
+	if err != nil {
+		return err
+	}
+	d.scratch = scratch
+	return nil
+}
 
+func (d *dumper) read(n int) ([]byte, error) {
+	buf := make([]byte, n)
+	return buf, ptrace.Read(d.pid, d.scratch, buf)
+}
+
+// injectProcess asks the main thread for process-wide state: signal
+// dispositions, resource limits, timers, brk and prctl knobs.
+func (d *dumper) injectProcess() (err error) {
+	in := d.threads[0].in
+	scratch := d.scratch
+	read := d.read
 	le := binary.LittleEndian
+	t := &d.proc.Task
 	for sig := 1; sig <= 64; sig++ {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
 			continue
@@ -233,11 +232,10 @@ func (d *dumper) inject(th *image.Thread) (err error) {
 		if err != nil {
 			return err
 		}
-		d.proc.Task.Sigactions = append(d.proc.Task.Sigactions, image.Sigaction{
+		t.Sigactions = append(t.Sigactions, image.Sigaction{
 			Sig: sig, Handler: le.Uint64(b), Flags: le.Uint64(b[8:]), Restorer: le.Uint64(b[16:]), Mask: le.Uint64(b[24:]),
 		})
 	}
-	t := &d.proc.Task
 	// Resource limits: asked inside, because prlimit(2) on another user's
 	// process needs CAP_SYS_RESOURCE.
 	for res := 0; res < len(rlimitNames); res++ {
@@ -277,36 +275,12 @@ func (d *dumper) inject(th *image.Thread) (err error) {
 		pt.IntervalNs = int64(le.Uint64(b))*1e9 + int64(le.Uint64(b[8:]))
 		pt.ValueNs = int64(le.Uint64(b[16:]))*1e9 + int64(le.Uint64(b[24:]))
 	}
-	if _, err := in.Syscall(unix.SYS_SIGALTSTACK, 0, scratch); err != nil {
-		return fmt.Errorf("sigaltstack: %w", err)
-	}
-	b, err := read(24)
-	if err != nil {
-		return err
-	}
-	// stack_t: ss_sp, ss_flags (int, padded), ss_size
-	if flags := int32(le.Uint32(b[8:])); flags&ssDisable == 0 {
-		th.Sigaltstack = &image.Sigaltstack{SP: le.Uint64(b), Flags: flags &^ ssOnstack, Size: le.Uint64(b[16:])}
-	}
 	brk, err := in.Syscall(unix.SYS_BRK, 0)
 	if err != nil {
 		return fmt.Errorf("brk: %w", err)
 	}
 	d.proc.MM.Brk = uint64(brk)
-	if _, err := in.Syscall(unix.SYS_PRCTL, unix.PR_GET_TID_ADDRESS, scratch); err != nil {
-		return fmt.Errorf("PR_GET_TID_ADDRESS: %w", err)
-	}
-	if b, err = read(8); err != nil {
-		return err
-	}
-	th.ClearChildTid = le.Uint64(b)
-	if _, err := in.Syscall(unix.SYS_GET_ROBUST_LIST, 0, scratch, scratch+8); err != nil {
-		return fmt.Errorf("get_robust_list: %w", err)
-	}
-	if b, err = read(16); err != nil {
-		return err
-	}
-	th.RobustList, th.RobustListLen = le.Uint64(b), le.Uint64(b[8:])
+	var b []byte
 	// prctl queries that return their value.
 	for _, q := range []struct {
 		name string
@@ -345,13 +319,71 @@ func (d *dumper) inject(th *image.Thread) (err error) {
 		}
 		q.out(int32(le.Uint32(b)))
 	}
-	th.Rseq, err = d.rseq()
-	return err
+	return nil
 }
 
-// rseq reads the thread's rseq registration (PTRACE_GET_RSEQ_CONFIGURATION).
-func (d *dumper) rseq() (*image.Rseq, error) {
-	conf, err := d.task.GetRseqConfig()
+// collectThread reads one thread's state: registers, XSAVE area, signal
+// mask and queue, alternate stack, rseq, clear_child_tid, robust list, name.
+func (d *dumper) collectThread(t *thread) (th image.Thread, err error) {
+	in := t.in
+	scratch := d.scratch
+	read := d.read
+	le := binary.LittleEndian
+	tid := t.task.Pid
+	th.Tid = tid
+	t.regs = in.Saved()
+	if th.XSave, err = t.task.GetXState(); err != nil {
+		return th, err
+	}
+	norm := *t.regs
+	th.Syscall = normaliseSyscall(&norm)
+	th.Regs = image.RegsFromPtrace(&norm)
+	th.Sigmask = in.SavedMask()
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", d.pid, tid))
+	if err != nil {
+		return th, err
+	}
+	th.Name = strings.TrimSuffix(string(comm), "\n")
+	if _, err := in.Syscall(unix.SYS_SIGALTSTACK, 0, scratch); err != nil {
+		return th, fmt.Errorf("sigaltstack: %w", err)
+	}
+	b, err := read(24)
+	if err != nil {
+		return th, err
+	}
+	// stack_t: ss_sp, ss_flags (int, padded), ss_size
+	if flags := int32(le.Uint32(b[8:])); flags&ssDisable == 0 {
+		th.Sigaltstack = &image.Sigaltstack{SP: le.Uint64(b), Flags: flags &^ ssOnstack, Size: le.Uint64(b[16:])}
+	}
+	if _, err := in.Syscall(unix.SYS_PRCTL, unix.PR_GET_TID_ADDRESS, scratch); err != nil {
+		return th, fmt.Errorf("PR_GET_TID_ADDRESS: %w", err)
+	}
+	if b, err = read(8); err != nil {
+		return th, err
+	}
+	th.ClearChildTid = le.Uint64(b)
+	if _, err := in.Syscall(unix.SYS_GET_ROBUST_LIST, 0, scratch, scratch+8); err != nil {
+		return th, fmt.Errorf("get_robust_list: %w", err)
+	}
+	if b, err = read(16); err != nil {
+		return th, err
+	}
+	th.RobustList, th.RobustListLen = le.Uint64(b), le.Uint64(b[8:])
+	if th.Rseq, err = rseqConfig(t.task); err != nil {
+		return th, err
+	}
+	if th.Pending, err = pendingSignals(t.task, false); err != nil {
+		return th, err
+	}
+	if err := d.rseqAbort(&th); err != nil {
+		return th, err
+	}
+	return th, nil
+}
+
+// rseqConfig reads the thread's rseq registration (PTRACE_GET_RSEQ_CONFIGURATION).
+func rseqConfig(task *ptrace.Task) (*image.Rseq, error) {
+	conf, err := task.GetRseqConfig()
 	if err != nil {
 		return nil, err
 	}
@@ -363,7 +395,7 @@ func (d *dumper) rseq() (*image.Rseq, error) {
 
 // mapScratch maps one page for syscall output arguments, in a gap with a free
 // page on both sides so it cannot merge with (and so change) a neighbour.
-func (d *dumper) mapScratch() (uintptr, error) {
+func (d *dumper) mapScratch(in *parasite.Injector) (uintptr, error) {
 	vmas := d.proc.VMAs
 	const ps = image.PageSize
 	addr := uint64(0)
@@ -376,13 +408,13 @@ func (d *dumper) mapScratch() (uintptr, error) {
 	if addr == 0 {
 		return 0, fmt.Errorf("no room for a scratch page in pid %d", d.pid)
 	}
-	r, err := d.in.Syscall(unix.SYS_MMAP, uintptr(addr), ps, unix.PROT_READ|unix.PROT_WRITE,
+	r, err := in.Syscall(unix.SYS_MMAP, uintptr(addr), ps, unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uintptr(0), 0)
 	if err != nil {
 		return 0, fmt.Errorf("map scratch page: %w", err)
 	}
 	if r != uintptr(addr) {
-		d.in.Syscall(unix.SYS_MUNMAP, r, ps)
+		in.Syscall(unix.SYS_MUNMAP, r, ps)
 		return 0, fmt.Errorf("scratch page landed at %#x, not %#x", r, addr)
 	}
 	return r, nil

@@ -53,15 +53,22 @@ func Run(opt Options) (*Result, error) {
 }
 
 type dumper struct {
-	opt  Options
-	pid  int
-	task *ptrace.Task
-	in   *parasite.Injector
-	proc image.Process
-	regs *ptrace.Regs // registers as found (before normalisation)
+	opt     Options
+	pid     int
+	tr      *ptrace.Tracer
+	threads []*thread // threads[0] is the main thread (tid == pid)
+	proc    image.Process
+	scratch uintptr // a page of scratch memory in the task while collecting
 
 	fds   []image.Fd
 	files []image.File
+}
+
+// thread is one seized thread of the target.
+type thread struct {
+	task *ptrace.Task
+	in   *parasite.Injector // set while syscalls are injected into it
+	regs *ptrace.Regs       // registers as found (before normalisation)
 }
 
 func (d *dumper) logf(format string, args ...any) {
@@ -88,63 +95,21 @@ func (d *dumper) run() (res *Result, err error) {
 	if err := d.checkTree(); err != nil {
 		return nil, err
 	}
-
-	tr := ptrace.NewTracer()
-	tr.Timeout = d.opt.Timeout
-	defer tr.Close()
-	start := time.Now()
-	d.task, err = tr.Seize(pid, unix.PTRACE_O_SUSPEND_SECCOMP)
-	if err != nil {
-		var ex *ptrace.ExitedError
-		switch {
-		case errors.Is(err, unix.ESRCH) || errors.As(err, &ex):
-			return nil, fmt.Errorf("process %d: %w", pid, ErrNoProcess)
-		case errors.Is(err, unix.EPERM) && d.gone():
-			// A process that is exiting (a zombie) cannot be seized either.
-			return nil, fmt.Errorf("process %d: %w", pid, ErrNoProcess)
-		case errors.Is(err, unix.EPERM):
-			// EPERM also means "already traced": say so rather than blame privileges.
-			// TracerPid is the tracing thread; name its process.
-			if s, serr := procfs.ReadStatus(pid); serr == nil && s.Int("TracerPid") != 0 {
-				tracer := s.Int("TracerPid")
-				if ts, terr := procfs.ReadStatus(int(tracer)); terr == nil && ts.Int("Tgid") != 0 {
-					tracer = ts.Int("Tgid")
-				}
-				return nil, fmt.Errorf("process %d is already traced by process %d (a debugger?); detach it first: %w", pid, tracer, ErrPermission)
-			}
-			return nil, fmt.Errorf("cannot trace process %d (%v): %w; run cr as root or with CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE", pid, err, ErrPermission)
-		}
-		return nil, fmt.Errorf("seize process %d: %w", pid, err)
+	if err := image.CheckTarget(d.opt.Dir); err != nil {
+		return nil, err
 	}
-	d.logf("seized pid %d", pid)
+
+	d.tr = ptrace.NewTracer()
+	d.tr.Timeout = d.opt.Timeout
+	defer d.tr.Close()
+	start := time.Now()
 	committed := false
-	defer func() {
-		if d.in != nil {
-			if rerr := d.in.Release(); rerr != nil && err == nil {
-				err = rerr
-			}
-		}
-		if err != nil && !errors.Is(err, ErrNoProcess) && d.gone() {
-			err = fmt.Errorf("process %d vanished during the dump (%v): %w", pid, err, ErrNoProcess)
-		}
-		if d.task.Exited != nil {
-			if err == nil && !committed {
-				err = fmt.Errorf("process %d: %w", pid, ErrNoProcess)
-			}
-			return
-		}
-		if err == nil && !d.opt.LeaveRunning && committed {
-			d.task.Kill()
-			d.logf("killed pid %d", pid)
-			return
-		}
-		// Once the image is committed it is complete: a target that was
-		// killed meanwhile does not make the dump fail.
-		if derr := d.task.Detach(0); derr != nil && err == nil && !(committed && d.gone()) {
-			err = derr
-		}
-	}()
-	// Threads or children may have appeared before the seize took effect.
+	defer func() { err = d.releaseAll(err, committed) }()
+	if err := d.seizeAll(); err != nil {
+		return nil, err
+	}
+	d.logf("seized pid %d (%d threads)", pid, len(d.threads))
+	// Children may have appeared before the seize took effect.
 	if err := d.checkTree(); err != nil {
 		return nil, err
 	}
@@ -190,14 +155,10 @@ func (d *dumper) run() (res *Result, err error) {
 	if err := w.WriteMeta(ck); err != nil {
 		return nil, err
 	}
-	// Put the target's registers and signal mask back before the commit, so
+	// Put the target's registers and signal masks back before the commit, so
 	// that an image exists only if the target was left as it was found.
-	if d.in != nil {
-		in := d.in
-		d.in = nil
-		if err := in.Release(); err != nil {
-			return nil, err
-		}
+	if err := d.releaseInjection(); err != nil {
+		return nil, err
 	}
 	if err := w.Commit(); err != nil {
 		return nil, err
@@ -206,9 +167,130 @@ func (d *dumper) run() (res *Result, err error) {
 	return &Result{Dir: w.Dir, Pages: pages, Frozen: time.Since(start), PagesTime: ptime}, nil
 }
 
+// seizeAll seizes every thread, looping until no new thread appears (a
+// thread not yet seized may still create one).
+func (d *dumper) seizeAll() error {
+	pid := d.pid
+	main, err := d.tr.Seize(pid, unix.PTRACE_O_SUSPEND_SECCOMP)
+	if err != nil {
+		return d.seizeError(err)
+	}
+	d.threads = []*thread{{task: main}}
+	seen := map[int]bool{pid: true}
+	for {
+		tids, err := procfs.Tids(pid)
+		if err != nil {
+			return fmt.Errorf("process %d: %w", pid, ErrNoProcess)
+		}
+		added := 0
+		for _, tid := range tids {
+			if seen[tid] {
+				continue
+			}
+			seen[tid] = true
+			t, err := d.tr.Seize(tid, unix.PTRACE_O_SUSPEND_SECCOMP)
+			if err != nil {
+				var ex *ptrace.ExitedError
+				if errors.Is(err, unix.ESRCH) || errors.As(err, &ex) {
+					continue // the thread exited meanwhile
+				}
+				return fmt.Errorf("seize thread %d: %w", tid, err)
+			}
+			d.threads = append(d.threads, &thread{task: t})
+			added++
+		}
+		if added == 0 {
+			return nil
+		}
+	}
+}
+
+func (d *dumper) seizeError(err error) error {
+	pid := d.pid
+	var ex *ptrace.ExitedError
+	switch {
+	case errors.Is(err, unix.ESRCH) || errors.As(err, &ex):
+		return fmt.Errorf("process %d: %w", pid, ErrNoProcess)
+	case errors.Is(err, unix.EPERM) && d.gone():
+		// A process that is exiting (a zombie) cannot be seized either.
+		return fmt.Errorf("process %d: %w", pid, ErrNoProcess)
+	case errors.Is(err, unix.EPERM):
+		// EPERM also means "already traced": say so rather than blame privileges.
+		// TracerPid is the tracing thread; name its process.
+		if s, serr := procfs.ReadStatus(pid); serr == nil && s.Int("TracerPid") != 0 {
+			tracer := s.Int("TracerPid")
+			if ts, terr := procfs.ReadStatus(int(tracer)); terr == nil && ts.Int("Tgid") != 0 {
+				tracer = ts.Int("Tgid")
+			}
+			return fmt.Errorf("process %d is already traced by process %d (a debugger?); detach it first: %w", pid, tracer, ErrPermission)
+		}
+		return fmt.Errorf("cannot trace process %d (%v): %w; run cr as root or with CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE", pid, err, ErrPermission)
+	}
+	return fmt.Errorf("seize process %d: %w", pid, err)
+}
+
+// releaseInjection unmaps the scratch page and puts every thread's registers
+// and signal mask back.
+func (d *dumper) releaseInjection() error {
+	var first error
+	if d.scratch != 0 && len(d.threads) > 0 && d.threads[0].in != nil {
+		if _, err := d.threads[0].in.Syscall(unix.SYS_MUNMAP, d.scratch, image.PageSize); err != nil {
+			first = fmt.Errorf("unmap scratch page: %w", err)
+		}
+		d.scratch = 0
+	}
+	for _, t := range d.threads {
+		if t.in == nil {
+			continue
+		}
+		if err := t.in.Release(); err != nil && first == nil {
+			first = err
+		}
+		t.in = nil
+	}
+	return first
+}
+
+// releaseAll lets the target go: running as before after a failure or with
+// LeaveRunning, killed after a committed dump.
+func (d *dumper) releaseAll(err error, committed bool) error {
+	pid := d.pid
+	if rerr := d.releaseInjection(); rerr != nil && err == nil {
+		err = rerr
+	}
+	if err != nil && !errors.Is(err, ErrNoProcess) && d.gone() {
+		err = fmt.Errorf("process %d vanished during the dump (%v): %w", pid, err, ErrNoProcess)
+	}
+	if len(d.threads) == 0 {
+		return err
+	}
+	if d.threads[0].task.Exited != nil {
+		if err == nil && !committed {
+			err = fmt.Errorf("process %d: %w", pid, ErrNoProcess)
+		}
+		return err
+	}
+	if err == nil && !d.opt.LeaveRunning && committed {
+		unix.Kill(pid, unix.SIGKILL)
+		for i := len(d.threads) - 1; i >= 0; i-- {
+			d.threads[i].task.Kill()
+		}
+		d.logf("killed pid %d", pid)
+		return nil
+	}
+	for _, t := range d.threads {
+		// Once the image is committed it is complete: a target that was
+		// killed meanwhile does not make the dump fail.
+		if derr := t.task.Detach(0); derr != nil && err == nil && t.task.Exited == nil && !(committed && d.gone()) {
+			err = derr
+		}
+	}
+	return err
+}
+
 // gone reports whether the target exited (or is exiting) under us.
 func (d *dumper) gone() bool {
-	if d.task != nil && d.task.Exited != nil {
+	if len(d.threads) > 0 && d.threads[0].task.Exited != nil {
 		return true
 	}
 	st, err := procfs.ReadStatus(d.pid)
@@ -220,15 +302,8 @@ func (d *dumper) gone() bool {
 	return killed || strings.HasPrefix(state, "Z") || strings.HasPrefix(state, "X")
 }
 
-// checkTree refuses what needs the threads and process-tree work.
+// checkTree refuses what needs the process-tree work.
 func (d *dumper) checkTree() error {
-	tids, err := procfs.Tids(d.pid)
-	if err != nil {
-		return fmt.Errorf("process %d: %w", d.pid, ErrNoProcess)
-	}
-	if len(tids) > 1 {
-		return &UnsupportedError{d.pid, fmt.Sprintf("the process has %d threads (multi-threaded processes)", len(tids))}
-	}
 	kids, err := procfs.Children(d.pid)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package dump_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -218,29 +219,38 @@ func TestDumpKilledTarget(t *testing.T) {
 	t.Logf("%d dumps succeeded, %d failed cleanly", ok, failed)
 }
 
-func TestDumpPipeUnsupported(t *testing.T) {
+func TestDumpSocketUnsupported(t *testing.T) {
 	t.Parallel()
 	testutil.RequireRoot(t)
-	p := testutil.Start(t, testutil.BuildC(t, "pipe"))
+	p := testutil.Start(t, testutil.BuildC(t, "socket"))
 	err := failDump(t, p.Pid)
 	var ue *dump.UnsupportedError
 	if !errors.As(err, &ue) || ue.Pid != p.Pid {
 		t.Fatalf("error %T %v is not a *dump.UnsupportedError for pid %d", err, err, p.Pid)
 	}
-	if !strings.Contains(err.Error(), "fd 3 is a pipe") {
-		t.Errorf("error %q does not name fd 3 as a pipe", err)
+	if !strings.Contains(err.Error(), "fd 3 is a socket") {
+		t.Errorf("error %q does not name fd 3 as a socket", err)
 	}
 	p.Check(t)
 }
 
-func TestDumpThreadsUnsupported(t *testing.T) {
+// TestDumpGoThreads: every thread of a Go program is saved.
+func TestDumpGoThreads(t *testing.T) {
 	t.Parallel()
 	testutil.RequireRoot(t)
 	p := testutil.Start(t, testutil.BuildGo(t, "testdata/gothreads"))
-	err := failDump(t, p.Pid)
-	var ue *dump.UnsupportedError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "threads") {
-		t.Errorf("error %T %q does not say threads are unsupported", err, err)
+	dir := filepath.Join(t.TempDir(), "img")
+	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := image.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tids, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", p.Pid))
+	if n := len(ck.Processes[0].Threads); n < 2 || n != len(tids) {
+		t.Errorf("image has %d threads, the process %d", n, len(tids))
 	}
 	p.Check(t)
 }

@@ -26,11 +26,11 @@ const (
 
 // pendingSignals reads the thread's (or, with shared, the process's) queue
 // of pending signals without dequeuing them.
-func (d *dumper) pendingSignals(shared bool) ([][]byte, error) {
+func pendingSignals(task *ptrace.Task, shared bool) ([][]byte, error) {
 	var out [][]byte
 	buf := make([]ptrace.Siginfo, 32)
 	for {
-		n, err := d.task.PeekSiginfo(len(out), shared, buf)
+		n, err := task.PeekSiginfo(len(out), shared, buf)
 		if err != nil {
 			return nil, err
 		}
@@ -100,7 +100,7 @@ func posixTimers(pid int) ([]image.PosixTimer, error) {
 }
 
 // seccomp reads the seccomp mode and filters (oldest first).
-func (d *dumper) seccomp(status *procfs.Status) (*image.Seccomp, error) {
+func (d *dumper) seccomp(task *ptrace.Task, status *procfs.Status) (*image.Seccomp, error) {
 	mode := int(status.Int("Seccomp"))
 	if mode == 0 {
 		return nil, nil
@@ -110,14 +110,14 @@ func (d *dumper) seccomp(status *procfs.Status) (*image.Seccomp, error) {
 		return sc, nil
 	}
 	for i := 0; ; i++ {
-		prog, err := d.task.SeccompFilter(i)
+		prog, err := task.SeccompFilter(i)
 		if errors.Is(err, unix.ENOENT) {
 			break
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read seccomp filter %d: %w", i, err)
 		}
-		flags, err := d.task.SeccompFlags(i)
+		flags, err := task.SeccompFlags(i)
 		if err != nil {
 			return nil, fmt.Errorf("read seccomp filter %d flags: %w", i, err)
 		}

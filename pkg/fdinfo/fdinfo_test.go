@@ -83,10 +83,58 @@ func TestReadFiles(t *testing.T) {
 func TestReadPipe(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.Start(t, testutil.BuildC(t, "pipe"))
+	tab, err := fdinfo.Read(p.Pid, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byFd := map[int]image.File{}
+	for _, fd := range tab.Fds {
+		for _, f := range tab.Files {
+			if f.ID == fd.FileID {
+				byFd[fd.Fd] = f
+			}
+		}
+	}
+	r, w := byFd[p.IntInfo(t, "pipe_r")], byFd[p.IntInfo(t, "pipe_w")]
+	if r.Type != image.FilePipe || w.Type != image.FilePipe || r.Pipe.ID != w.Pipe.ID {
+		t.Fatalf("pipe ends %+v %+v", r, w)
+	}
+	if string(r.Pipe.Data) != "hello pipe" || len(w.Pipe.Data) != 0 || r.Pipe.Size < 4096 {
+		t.Errorf("pipe contents %q (write end %q), size %d", r.Pipe.Data, w.Pipe.Data, r.Pipe.Size)
+	}
+	if r.Flags&unix.O_NONBLOCK == 0 || w.Flags&unix.O_NONBLOCK != 0 {
+		t.Errorf("pipe flags %#o %#o", r.Flags, w.Flags)
+	}
+	ev := byFd[p.IntInfo(t, "eventfd")]
+	if ev.Type != image.FileEventfd || ev.Eventfd.Count != 5 {
+		t.Errorf("eventfd %+v", ev)
+	}
+	ep := byFd[p.IntInfo(t, "epoll")]
+	want := []image.EpollTarget{{Fd: p.IntInfo(t, "pipe_r"), Events: unix.EPOLLIN, Data: 0x1111}, {Fd: p.IntInfo(t, "eventfd"), Events: unix.EPOLLIN, Data: 0x2222}}
+	if ep.Type != image.FileEpoll || len(ep.Epoll) != 2 {
+		t.Fatalf("epoll %+v", ep)
+	}
+	for _, w := range want {
+		found := false
+		for _, e := range ep.Epoll {
+			// The kernel adds EPOLLERR|EPOLLHUP to every mask.
+			found = found || e.Fd == w.Fd && e.Data == w.Data && e.Events&^(unix.EPOLLERR|unix.EPOLLHUP) == w.Events
+		}
+		if !found {
+			t.Errorf("epoll targets %+v lack %+v (the registration fd was closed; the target must resolve to the fd that holds the file)", ep.Epoll, w)
+		}
+	}
+	p.Check(t)
+	p.Check(t)
+}
+
+func TestReadSocketUnsupported(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := testutil.Start(t, testutil.BuildC(t, "socket"))
 	_, err := fdinfo.Read(p.Pid, 1, false)
 	var ue *fdinfo.UnsupportedError
-	if !errors.As(err, &ue) || ue.Fd != 3 || ue.What != "a pipe" {
-		t.Fatalf("error %v, want fd 3 is a pipe", err)
+	if !errors.As(err, &ue) || ue.Fd != 3 || ue.What != "a socket" {
+		t.Fatalf("error %v, want fd 3 is a socket", err)
 	}
 	p.Check(t)
 }

@@ -189,6 +189,7 @@ type Sigaction struct {
 // Thread is one thread's CPU and signal state (core-PID.img, TagThread).
 type Thread struct {
 	Tid     int    `json:"tid"`
+	Name    string `json:"name"` // comm of the thread
 	Regs    Regs   `json:"regs"`
 	XSave   []byte `json:"xsave"` // the full XSAVE area, as PTRACE_GETREGSET NT_X86_XSTATE gives it
 	Sigmask uint64 `json:"sigmask"`
@@ -340,7 +341,10 @@ const (
 	FileChr = "chr"
 	// FileTTY is a terminal of a shell job: restore points it at cr's own
 	// terminal.
-	FileTTY = "tty"
+	FileTTY     = "tty"
+	FilePipe    = "pipe"
+	FileEventfd = "eventfd"
+	FileEpoll   = "epoll"
 )
 
 // File is one open file description (files.img, TagFile); fds refer to it
@@ -352,6 +356,32 @@ type File struct {
 	Pos   int64     `json:"pos"`
 	Ident FileIdent `json:"ident"`
 	Rdev  uint64    `json:"rdev,omitempty"` // character devices
+
+	Pipe    *Pipe         `json:"pipe,omitempty"`
+	Eventfd *Eventfd      `json:"eventfd,omitempty"`
+	Epoll   []EpollTarget `json:"epoll,omitempty"`
+}
+
+// Pipe is one end of a pipe. Both ends carry the pipe's inode number; the
+// read end also carries the bytes that sat in the pipe at dump time.
+type Pipe struct {
+	ID   uint64 `json:"id"`             // pipefs inode number
+	Size int    `json:"size"`           // capacity, F_GETPIPE_SZ
+	Data []byte `json:"data,omitempty"` // unread bytes (read end only)
+}
+
+// Eventfd is an eventfd's counter and mode.
+type Eventfd struct {
+	Count     uint64 `json:"count"`
+	Semaphore bool   `json:"semaphore,omitempty"`
+}
+
+// EpollTarget is one entry of an epoll interest list: the fd (in this
+// process) whose file is watched, with the event mask and user data.
+type EpollTarget struct {
+	Fd     int    `json:"fd"`
+	Events uint32 `json:"events"`
+	Data   uint64 `json:"data"`
 }
 
 // Fd is one entry of a process's fd table (fds-PID.img, TagFd).

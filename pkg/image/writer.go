@@ -25,12 +25,8 @@ type Writer struct {
 // an empty directory. With sync, Commit fsyncs every file and the directory.
 func Create(dir string, sync bool) (*Writer, error) {
 	dir = filepath.Clean(dir)
-	if ents, err := os.ReadDir(dir); err == nil {
-		if len(ents) > 0 {
-			return nil, fmt.Errorf("image directory %s already exists and is not empty", dir)
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("image directory %s: %w", dir, err)
+	if err := CheckTarget(dir); err != nil {
+		return nil, err
 	}
 	parent := filepath.Dir(dir)
 	tmp := filepath.Join(parent, "."+filepath.Base(dir)+".tmp-"+strconv.FormatInt(time.Now().UnixNano(), 36))
@@ -38,6 +34,25 @@ func Create(dir string, sync bool) (*Writer, error) {
 		return nil, fmt.Errorf("create image directory: %w", err)
 	}
 	return &Writer{Dir: dir, tmp: tmp, sync: sync}, nil
+}
+
+// CheckTarget tells whether an image could be created at dir: it must not
+// exist, or be an empty directory, and its parent must exist.
+func CheckTarget(dir string) error {
+	if ents, err := os.ReadDir(dir); err == nil {
+		if len(ents) > 0 {
+			return fmt.Errorf("image directory %s already exists and is not empty", dir)
+		}
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("image directory %s: %w", dir, err)
+	}
+	if st, err := os.Stat(filepath.Dir(filepath.Clean(dir))); err != nil {
+		return fmt.Errorf("image directory %s: %w", dir, err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("image directory %s: %s is not a directory", dir, filepath.Dir(dir))
+	}
+	return nil
 }
 
 // TempDir is where files are written until Commit.

@@ -42,7 +42,11 @@ func New(task *ptrace.Task, sysAddr uintptr) (*Injector, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := task.SetSigmask(^uint64(0)); err != nil {
+	// Block everything but SIGTRAP: the single-step trap is a forced signal,
+	// and forcing a blocked signal resets its handler to SIG_DFL
+	// (kernel/signal.c, force_sig_info_to_task), which would silently drop a
+	// SIGTRAP handler (Go programs have one).
+	if err := task.SetSigmask(^uint64(0) &^ (1 << (unix.SIGTRAP - 1))); err != nil {
 		return nil, err
 	}
 	in := &Injector{task: task, SysAddr: sysAddr, saved: regs, mask: mask, cur: *regs}

@@ -2,6 +2,7 @@ package restore
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -31,6 +32,7 @@ func (r *restorer) build() error {
 	if r.in, err = parasite.New(r.task, stubSyscall); err != nil {
 		return err
 	}
+	r.threads = []*rthread{{task: r.task, in: r.in}}
 	cur, err := memdump.ReadSmaps(pid)
 	if err != nil {
 		return err
@@ -54,6 +56,9 @@ func (r *restorer) build() error {
 		return err
 	}
 	if err := r.restoreMM(); err != nil {
+		return err
+	}
+	if err := r.createThreads(); err != nil {
 		return err
 	}
 	if err := r.restoreTask(); err != nil {
@@ -423,6 +428,48 @@ func (r *restorer) fillWritev() error {
 			addr += n
 			off += n
 		}
+	}
+	return nil
+}
+
+// createThreads clones every other thread with its original tid from the
+// main thread (clone3 with set_tid; PTRACE_O_TRACECLONE attaches it). Each
+// new thread stops before running any code of its own.
+func (r *restorer) createThreads() error {
+	const flags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
+		unix.CLONE_THREAD | unix.CLONE_SYSVSEM
+	for _, th := range r.proc.Threads[1:] {
+		// struct clone_args (80 bytes), then set_tid[1].
+		args := le64(flags, 0, 0, 0, 0, 0, 0, 0, uint64(r.scratch+80), 1, uint64(th.Tid))
+		addr, err := r.put(0, args)
+		if err != nil {
+			return err
+		}
+		got, err := r.sys(unix.SYS_CLONE3, addr, 80)
+		if err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				return r.checkPidOr(th.Tid, err)
+			}
+			return fmt.Errorf("create thread %d (clone3 set_tid): %w", th.Tid, err)
+		}
+		if int(got) != th.Tid {
+			return fmt.Errorf("clone3 gave thread %d, wanted %d", got, th.Tid)
+		}
+		task := r.tr.Adopt(th.Tid)
+		task.Timeout = r.opt.Timeout
+		// Registered before the wait, so a failure from here on kills it too.
+		r.threads = append(r.threads, &rthread{task: task})
+		if _, err := task.Wait(); err != nil {
+			return fmt.Errorf("wait for new thread %d: %w", th.Tid, err)
+		}
+		in, err := parasite.New(task, r.tramp)
+		if err != nil {
+			return err
+		}
+		r.threads[len(r.threads)-1].in = in
+	}
+	if len(r.proc.Threads) > 1 {
+		r.logf("created %d threads", len(r.proc.Threads)-1)
 	}
 	return nil
 }

@@ -90,15 +90,22 @@ type restorer struct {
 	ck   *image.Checkpoint
 	proc *image.Process
 
-	tr   *ptrace.Tracer
-	task *ptrace.Task // the process being built
-	in   *parasite.Injector
-	mem  *os.File // /proc/PID/mem of the task
+	tr      *ptrace.Tracer
+	task    *ptrace.Task // the main thread of the process being built
+	in      *parasite.Injector
+	threads []*rthread // every thread, threads[0] the main one
+	mem     *os.File   // /proc/PID/mem of the task
 
 	scratch     uintptr // scratch area in the task
 	scratchSize uintptr
 	tramp       uintptr // trampoline (code page + scratch)
 	tty         string  // cr's terminal, for the tty fds of a shell job
+}
+
+// rthread is one thread of the process being built.
+type rthread struct {
+	task *ptrace.Task
+	in   *parasite.Injector
 }
 
 func (r *restorer) logf(format string, args ...any) {
@@ -121,6 +128,10 @@ func (r *restorer) run(verified <-chan error) (pid int, err error) {
 	}
 	defer func() {
 		if err != nil {
+			unix.Kill(r.task.Pid, unix.SIGKILL)
+			for i := len(r.threads) - 1; i >= 1; i-- {
+				r.threads[i].task.Kill()
+			}
 			r.task.Kill()
 		}
 		if r.mem != nil {
@@ -137,8 +148,11 @@ func (r *restorer) run(verified <-chan error) (pid int, err error) {
 		return 0, err
 	}
 	r.logf("waited %v for the page checksums", time.Since(t0))
-	if err := r.task.Detach(0); err != nil {
-		return 0, err
+	// Every thread is ready: let them all go.
+	for i := len(r.threads) - 1; i >= 0; i-- {
+		if err := r.threads[i].task.Detach(0); err != nil {
+			return 0, err
+		}
 	}
 	return r.task.Pid, nil
 }

@@ -25,14 +25,13 @@ func le64(vals ...uint64) []byte {
 	return b
 }
 
-// restoreSignalState sets the alternate stack and queues the pending
-// signals; handlers are in place and every signal is blocked meanwhile.
-func (r *restorer) restoreSignalState() error {
-	t := &r.proc.Task
-	th := &r.proc.Threads[0]
+// restoreThreadSignals sets a thread's alternate stack and queues its
+// pending signals, from the thread itself (the kernel allows a kernel
+// si_code only when a thread queues to itself); handlers are in place and
+// every signal is blocked meanwhile.
+func (r *restorer) restoreThreadSignals(th *image.Thread) error {
 	if ss := th.Sigaltstack; ss != nil {
-		b := le64(ss.SP, uint64(uint32(ss.Flags)), ss.Size)
-		addr, err := r.put(0, b)
+		addr, err := r.put(0, le64(ss.SP, uint64(uint32(ss.Flags)), ss.Size))
 		if err != nil {
 			return err
 		}
@@ -40,18 +39,24 @@ func (r *restorer) restoreSignalState() error {
 			return fmt.Errorf("sigaltstack: %w", err)
 		}
 	}
-	pid := uintptr(r.task.Pid)
 	for _, si := range th.Pending {
 		sig := binary.LittleEndian.Uint32(si)
 		addr, err := r.put(0, si)
 		if err != nil {
 			return err
 		}
-		if _, err := r.sys(unix.SYS_RT_TGSIGQUEUEINFO, pid, pid, uintptr(sig), addr); err != nil {
+		if _, err := r.sys(unix.SYS_RT_TGSIGQUEUEINFO, uintptr(r.proc.Task.Pid), uintptr(th.Tid), uintptr(sig), addr); err != nil {
 			return fmt.Errorf("queue pending signal %d: %w", sig, err)
 		}
 	}
-	for _, si := range t.SharedPending {
+	return nil
+}
+
+// restoreSharedSignals queues the process-wide pending signals, from the
+// main thread.
+func (r *restorer) restoreSharedSignals() error {
+	pid := uintptr(r.proc.Task.Pid)
+	for _, si := range r.proc.Task.SharedPending {
 		sig := binary.LittleEndian.Uint32(si)
 		addr, err := r.put(0, si)
 		if err != nil {
@@ -134,19 +139,8 @@ func (r *restorer) restoreTimers() error {
 // restoreMisc sets the per-task knobs that need no privilege.
 func (r *restorer) restoreMisc() error {
 	t := &r.proc.Task
-	th := &r.proc.Threads[0]
 	if _, err := r.sys(unix.SYS_PERSONALITY, uintptr(t.Personality)); err != nil {
 		return fmt.Errorf("personality %#x: %w", t.Personality, err)
-	}
-	if th.RobustList != 0 {
-		if _, err := r.sys(sysSetRobustList, uintptr(th.RobustList), uintptr(th.RobustListLen)); err != nil {
-			return fmt.Errorf("set_robust_list: %w", err)
-		}
-	}
-	if t.Sched.TimerSlackNs != 0 {
-		if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_TIMERSLACK, uintptr(t.Sched.TimerSlackNs)); err != nil {
-			return fmt.Errorf("timer slack: %w", err)
-		}
 	}
 	if t.ChildSubreaper {
 		if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sort"
 
 	"github.com/cr-tools/cr/pkg/image"
 	"golang.org/x/sys/unix"
@@ -34,54 +33,95 @@ func (r *restorer) setRlimits() error {
 	return nil
 }
 
-// restoreFiles closes the stub's fds and reopens every file of the image at
-// its fd number, with its flags and offset; fds that shared an open file
-// description share one again.
+// restoreFiles closes the stub's fds and rebuilds the fd table: every open
+// file description is created once (files reopened with their flags and
+// offset, pipes with their contents, eventfds, epoll instances) at a
+// temporary high fd, then dup3'ed to each of its fd numbers, so that fds
+// that shared a description share one again; epoll interest lists are
+// filled last, when every watched fd is in place.
 func (r *restorer) restoreFiles() error {
 	if _, err := r.sys(unix.SYS_CLOSE_RANGE, 0, ^uintptr(0)>>32, 0); err != nil {
 		return fmt.Errorf("close stub fds: %w", err)
 	}
-	files := map[int]*image.File{}
-	for i := range r.ck.Files {
-		files[r.ck.Files[i].ID] = &r.ck.Files[i]
+	maxFd := 0
+	for _, e := range r.proc.Fds {
+		maxFd = max(maxFd, e.Fd)
 	}
-	fds := append([]image.Fd(nil), r.proc.Fds...)
-	sort.Slice(fds, func(i, j int) bool { return fds[i].Fd < fds[j].Fd })
-	opened := map[int]int{} // file id -> first fd holding it
-	for _, e := range fds {
-		f := files[e.FileID]
-		cloexec := 0
+	// Temporary fds live above every fd of the image; lift the soft fd
+	// limit meanwhile (the image's own limit was set already).
+	pid := r.task.Pid
+	var nofile unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &nofile); err != nil {
+		return err
+	}
+	base := maxFd + 1
+	if need := uint64(base + len(r.ck.Files) + 8); nofile.Cur < need {
+		if nofile.Max < need {
+			return fmt.Errorf("fd %d is above the fd limit (%d) cr can give the process", maxFd, nofile.Max)
+		}
+		lifted := unix.Rlimit{Cur: nofile.Max, Max: nofile.Max}
+		if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lifted, nil); err != nil {
+			return err
+		}
+		defer unix.Prlimit(pid, unix.RLIMIT_NOFILE, &nofile, nil)
+	}
+	used := map[int]bool{}
+	for _, e := range r.proc.Fds {
+		used[e.FileID] = true
+	}
+	temp := map[int]int{} // file id -> temporary fd
+	pipes := map[uint64][2]int{}
+	hold := func(fd int) (int, error) {
+		// Move a new fd above the image's fds.
+		hi, err := r.sys(unix.SYS_FCNTL, uintptr(fd), unix.F_DUPFD_CLOEXEC, uintptr(base))
+		if err != nil {
+			return 0, err
+		}
+		r.sys(unix.SYS_CLOSE, uintptr(fd))
+		return int(hi), nil
+	}
+	for i := range r.ck.Files {
+		f := &r.ck.Files[i]
+		if !used[f.ID] {
+			continue
+		}
+		fd, err := r.createFile(f, pipes, hold)
+		if err != nil {
+			return fmt.Errorf("fd %d: %w", r.fdOf(f.ID), err)
+		}
+		temp[f.ID] = fd
+	}
+	for _, e := range r.proc.Fds {
+		cloexec := uintptr(0)
 		if e.Cloexec {
 			cloexec = unix.O_CLOEXEC
 		}
-		if first, ok := opened[e.FileID]; ok {
-			if _, err := r.sys(unix.SYS_DUP3, uintptr(first), uintptr(e.Fd), uintptr(cloexec)); err != nil {
-				return fmt.Errorf("fd %d: dup of fd %d: %w", e.Fd, first, err)
-			}
-			continue
-		}
-		flags := int(f.Flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
-		path := f.Ident.Path
-		if f.Type == image.FileTTY {
-			path = r.tty // a shell job gets cr's terminal
-		}
-		fd, err := r.openInTask(path, flags|unix.O_NOCTTY|cloexec)
-		if err != nil {
+		if _, err := r.sys(unix.SYS_DUP3, uintptr(temp[e.FileID]), uintptr(e.Fd), cloexec); err != nil {
 			return fmt.Errorf("fd %d: %w", e.Fd, err)
 		}
-		if fd != e.Fd {
-			// Lower fd numbers are all in place, so fd < e.Fd and e.Fd is free.
-			if _, err := r.sys(unix.SYS_DUP3, uintptr(fd), uintptr(e.Fd), uintptr(cloexec)); err != nil {
-				return fmt.Errorf("fd %d: %w", e.Fd, err)
-			}
-			r.sys(unix.SYS_CLOSE, uintptr(fd))
+	}
+	if _, err := r.sys(unix.SYS_CLOSE_RANGE, uintptr(base), ^uintptr(0)>>32, 0); err != nil {
+		return fmt.Errorf("close temporary fds: %w", err)
+	}
+	for i := range r.ck.Files {
+		f := &r.ck.Files[i]
+		if f.Type != image.FileEpoll || !used[f.ID] {
+			continue
 		}
-		if f.Type == image.FileReg && f.Pos != 0 {
-			if _, err := r.sys(unix.SYS_LSEEK, uintptr(e.Fd), uintptr(f.Pos), unix.SEEK_SET); err != nil {
-				return fmt.Errorf("fd %d: seek %s to %d: %w", e.Fd, f.Ident.Path, f.Pos, err)
+		epfd := r.fdOf(f.ID)
+		for _, t := range f.Epoll {
+			// struct epoll_event is packed on x86-64: u32 events, u64 data.
+			ev := make([]byte, 12)
+			binary.LittleEndian.PutUint32(ev, t.Events)
+			binary.LittleEndian.PutUint64(ev[4:], t.Data)
+			addr, err := r.put(0, ev)
+			if err != nil {
+				return err
+			}
+			if _, err := r.sys(unix.SYS_EPOLL_CTL, uintptr(epfd), unix.EPOLL_CTL_ADD, uintptr(t.Fd), addr); err != nil {
+				return fmt.Errorf("fd %d: watch fd %d with epoll: %w", epfd, t.Fd, err)
 			}
 		}
-		opened[e.FileID] = e.Fd
 	}
 	// cwd, then root (paths are resolved against cr's root until then).
 	p, err := r.putString(0, r.proc.FS.Cwd.Path)
@@ -98,6 +138,138 @@ func (r *restorer) restoreFiles() error {
 		if _, err := r.sys(unix.SYS_CHROOT, p); err != nil {
 			return fmt.Errorf("chroot %s: %w", root, err)
 		}
+	}
+	return nil
+}
+
+// fdOf returns an fd number that holds file id in the image.
+func (r *restorer) fdOf(id int) int {
+	for _, e := range r.proc.Fds {
+		if e.FileID == id {
+			return e.Fd
+		}
+	}
+	return -1
+}
+
+// createFile makes one open file description in the task, held at a
+// temporary high fd (by hold), and returns that fd.
+func (r *restorer) createFile(f *image.File, pipes map[uint64][2]int, hold func(int) (int, error)) (int, error) {
+	switch f.Type {
+	case image.FilePipe:
+		ends, ok := pipes[f.Pipe.ID]
+		if !ok {
+			fds := make([]byte, 8)
+			addr, err := r.put(0, fds)
+			if err != nil {
+				return 0, err
+			}
+			if _, err := r.sys(unix.SYS_PIPE2, addr, unix.O_CLOEXEC); err != nil {
+				return 0, fmt.Errorf("pipe2: %w", err)
+			}
+			if _, err := r.mem.ReadAt(fds, int64(addr)); err != nil {
+				return 0, err
+			}
+			for i := range 2 {
+				if ends[i], err = hold(int(binary.LittleEndian.Uint32(fds[4*i:]))); err != nil {
+					return 0, err
+				}
+			}
+			if f.Pipe.Size > 0 {
+				if _, err := r.sys(unix.SYS_FCNTL, uintptr(ends[0]), unix.F_SETPIPE_SZ, uintptr(f.Pipe.Size)); err != nil {
+					return 0, fmt.Errorf("pipe size %d: %w", f.Pipe.Size, err)
+				}
+			}
+			pipes[f.Pipe.ID] = ends
+		}
+		fd := ends[0]
+		if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
+			fd = ends[1]
+		}
+		if len(f.Pipe.Data) > 0 {
+			if err := r.fillPipe(ends[1], f.Pipe.Data); err != nil {
+				return 0, err
+			}
+		}
+		return fd, r.setFlags(fd, f.Flags)
+	case image.FileEventfd:
+		flags := uintptr(unix.EFD_CLOEXEC)
+		if f.Eventfd.Semaphore {
+			flags |= unix.EFD_SEMAPHORE
+		}
+		fd, err := r.sys(unix.SYS_EVENTFD2, 0, flags)
+		if err != nil {
+			return 0, fmt.Errorf("eventfd2: %w", err)
+		}
+		hi, err := hold(int(fd))
+		if err != nil {
+			return 0, err
+		}
+		if f.Eventfd.Count > 0 {
+			addr, err := r.put(0, le64(f.Eventfd.Count))
+			if err != nil {
+				return 0, err
+			}
+			if _, err := r.sys(unix.SYS_WRITE, uintptr(hi), addr, 8); err != nil {
+				return 0, fmt.Errorf("set eventfd counter: %w", err)
+			}
+		}
+		return hi, r.setFlags(hi, f.Flags)
+	case image.FileEpoll:
+		fd, err := r.sys(unix.SYS_EPOLL_CREATE1, unix.EPOLL_CLOEXEC)
+		if err != nil {
+			return 0, fmt.Errorf("epoll_create1: %w", err)
+		}
+		return hold(int(fd))
+	}
+	flags := int(f.Flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
+	path := f.Ident.Path
+	if f.Type == image.FileTTY {
+		path = r.tty // a shell job gets cr's terminal
+	}
+	fd, err := r.openInTask(path, flags|unix.O_NOCTTY|unix.O_CLOEXEC)
+	if err != nil {
+		return 0, err
+	}
+	hi, err := hold(fd)
+	if err != nil {
+		return 0, err
+	}
+	if f.Type == image.FileReg && f.Pos != 0 {
+		if _, err := r.sys(unix.SYS_LSEEK, uintptr(hi), uintptr(f.Pos), unix.SEEK_SET); err != nil {
+			return 0, fmt.Errorf("seek %s to %d: %w", f.Ident.Path, f.Pos, err)
+		}
+	}
+	return hi, nil
+}
+
+// setFlags sets the status flags (O_NONBLOCK, ...) of a created file.
+func (r *restorer) setFlags(fd int, flags uint32) error {
+	if _, err := r.sys(unix.SYS_FCNTL, uintptr(fd), unix.F_SETFL, uintptr(flags)); err != nil {
+		return fmt.Errorf("set flags %#o: %w", flags, err)
+	}
+	return nil
+}
+
+// fillPipe writes the saved contents into a pipe, from cr (the task's write
+// end is copied over with pidfd_getfd).
+func (r *restorer) fillPipe(wfd int, data []byte) error {
+	pidfd, err := unix.PidfdOpen(r.task.Pid, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pidfd)
+	w, err := unix.PidfdGetfd(pidfd, wfd, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_getfd: %w", err)
+	}
+	defer unix.Close(w)
+	for len(data) > 0 {
+		n, err := unix.Write(w, data)
+		if err != nil {
+			return fmt.Errorf("fill pipe: %w", err)
+		}
+		data = data[n:]
 	}
 	return nil
 }
@@ -136,18 +308,12 @@ func (r *restorer) restoreMM() error {
 	return nil
 }
 
-// restoreTask sets comm, umask, signal handlers, session, rseq, the
-// clear_child_tid pointer and, last, credentials.
+// restoreTask sets the process-wide state from the main thread (umask,
+// signal handlers, session, personality, timers, the shared signal queue),
+// then each thread's own state, and last, in every thread, seccomp and
+// credentials.
 func (r *restorer) restoreTask() error {
 	t := &r.proc.Task
-	th := &r.proc.Threads[0]
-	p, err := r.putString(0, t.Comm)
-	if err != nil {
-		return err
-	}
-	if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_NAME, p); err != nil {
-		return fmt.Errorf("set comm: %w", err)
-	}
 	if _, err := r.sys(unix.SYS_UMASK, uintptr(t.Umask)); err != nil {
 		return fmt.Errorf("umask: %w", err)
 	}
@@ -155,11 +321,7 @@ func (r *restorer) restoreTask() error {
 		if sa.Handler == 0 && sa.Flags == 0 && sa.Mask == 0 {
 			continue // SIG_DFL, as in a new process
 		}
-		b := make([]byte, 0, 32)
-		for _, w := range []uint64{sa.Handler, sa.Flags, sa.Restorer, sa.Mask} {
-			b = binary.LittleEndian.AppendUint64(b, w)
-		}
-		addr, err := r.put(0, b)
+		addr, err := r.put(0, le64(sa.Handler, sa.Flags, sa.Restorer, sa.Mask))
 		if err != nil {
 			return err
 		}
@@ -172,6 +334,54 @@ func (r *restorer) restoreTask() error {
 			return fmt.Errorf("setsid: %w", err)
 		}
 	}
+	for _, step := range []func() error{r.restoreMisc, r.restoreTimers, r.restoreSharedSignals} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	for i, th := range r.threads {
+		img := &r.proc.Threads[i]
+		if err := r.onThread(th, func() error { return r.restoreThread(img) }); err != nil {
+			return fmt.Errorf("thread %d: %w", img.Tid, err)
+		}
+	}
+	for i, th := range r.threads {
+		if err := r.onThread(th, func() error {
+			for _, step := range []func() error{r.restoreSeccomp, r.restoreCreds, r.restoreLate} {
+				if err := step(); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("thread %d: %w", r.proc.Threads[i].Tid, err)
+		}
+	}
+	return nil
+}
+
+// onThread runs f with syscalls injected into thread th.
+func (r *restorer) onThread(th *rthread, f func() error) error {
+	saved := r.in
+	r.in = th.in
+	defer func() { r.in = saved }()
+	return f()
+}
+
+// restoreThread sets one thread's own state: name, rseq, clear_child_tid,
+// robust list, alternate stack, timer slack and its signal queue.
+func (r *restorer) restoreThread(th *image.Thread) error {
+	name := th.Name
+	if name == "" {
+		name = r.proc.Task.Comm
+	}
+	p, err := r.putString(0, name)
+	if err != nil {
+		return err
+	}
+	if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_NAME, p); err != nil {
+		return fmt.Errorf("set name: %w", err)
+	}
 	if th.Rseq != nil {
 		if _, err := r.sys(unix.SYS_RSEQ, uintptr(th.Rseq.Ptr), uintptr(th.Rseq.Size), 0, uintptr(th.Rseq.Signature)); err != nil {
 			return fmt.Errorf("register rseq at %#x: %w", th.Rseq.Ptr, err)
@@ -180,34 +390,47 @@ func (r *restorer) restoreTask() error {
 	if _, err := r.sys(unix.SYS_SET_TID_ADDRESS, uintptr(th.ClearChildTid)); err != nil {
 		return fmt.Errorf("set_tid_address: %w", err)
 	}
-	for _, step := range []func() error{
-		r.restoreMisc, r.restoreTimers, r.restoreSignalState, r.restoreSeccomp, r.restoreCreds, r.restoreLate,
-	} {
-		if err := step(); err != nil {
-			return err
+	if th.RobustList != 0 {
+		if _, err := r.sys(sysSetRobustList, uintptr(th.RobustList), uintptr(th.RobustListLen)); err != nil {
+			return fmt.Errorf("set_robust_list: %w", err)
 		}
 	}
-	return nil
+	if ts := r.proc.Task.Sched.TimerSlackNs; ts != 0 {
+		if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_TIMERSLACK, uintptr(ts)); err != nil {
+			return fmt.Errorf("timer slack: %w", err)
+		}
+	}
+	return r.restoreThreadSignals(th)
 }
 
 // finish removes the trampoline (the last injected syscall runs from it
-// and unmaps it) and loads the final registers, XSAVE state and mask.
+// and unmaps it) and loads every thread's registers, XSAVE state and mask.
 func (r *restorer) finish() error {
-	th := &r.proc.Threads[0]
 	if sc := r.proc.Task.Seccomp; sc != nil && sc.Mode == 1 {
-		if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_SECCOMP, 1); err != nil {
-			return fmt.Errorf("seccomp strict mode: %w", err)
+		for _, th := range r.threads {
+			if err := r.onThread(th, func() error {
+				_, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_SECCOMP, 1)
+				return err
+			}); err != nil {
+				return fmt.Errorf("seccomp strict mode: %w", err)
+			}
 		}
 	}
 	if _, err := r.sys(unix.SYS_MUNMAP, r.tramp, trampSize); err != nil {
 		return fmt.Errorf("unmap trampoline: %w", err)
 	}
-	regs := th.Regs.Ptrace()
-	if err := r.task.SetRegs(&regs); err != nil {
-		return err
+	for i, th := range r.threads {
+		img := &r.proc.Threads[i]
+		regs := img.Regs.Ptrace()
+		if err := th.task.SetRegs(&regs); err != nil {
+			return err
+		}
+		if err := th.task.SetXState(img.XSave); err != nil {
+			return fmt.Errorf("set xsave state of thread %d (%d bytes): %w", img.Tid, len(img.XSave), err)
+		}
+		if err := th.task.SetSigmask(img.Sigmask); err != nil {
+			return err
+		}
 	}
-	if err := r.task.SetXState(th.XSave); err != nil {
-		return fmt.Errorf("set xsave state (%d bytes): %w", len(th.XSave), err)
-	}
-	return r.task.SetSigmask(th.Sigmask)
+	return nil
 }

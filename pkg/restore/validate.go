@@ -58,8 +58,8 @@ func (r *restorer) validate() error {
 		return fmt.Errorf("image holds %d processes: restoring process trees is not supported yet", len(c.Processes))
 	}
 	p := c.Processes[0]
-	if len(p.Threads) != 1 {
-		return fmt.Errorf("pid %d has %d threads: restoring multi-threaded processes is not supported yet", p.Task.Pid, len(p.Threads))
+	if len(p.Threads) == 0 || p.Threads[0].Tid != p.Task.Pid {
+		return fmt.Errorf("image is inconsistent: the first thread of pid %d is not its main thread", p.Task.Pid)
 	}
 	t := &p.Task
 	if c.Inventory.Options.ShellJob && !r.opt.ShellJob {
@@ -96,6 +96,10 @@ func (r *restorer) validate() error {
 	// Open files are reopened by path; they may have changed (as in the
 	// original checkpoint/restart demo), but must exist.
 	for _, f := range c.Files {
+		switch f.Type {
+		case image.FilePipe, image.FileEventfd, image.FileEpoll:
+			continue // made anew, nothing to find on disk
+		}
 		if f.Type == image.FileTTY {
 			if r.tty == "" {
 				tty, err := ownTerminal()

@@ -57,11 +57,11 @@ func TestCLIDumpErrors(t *testing.T) {
 	require.Contains(t, e, "no such process")
 	require.NoDirExists(t, dir)
 
-	p := testutil.Start(t, testutil.BuildC(t, "pipe"))
+	p := testutil.Start(t, testutil.BuildC(t, "socket"))
 	_, e, code = cr(t, "dump", "-t", strconv.Itoa(p.Pid), "-o", dir)
 	require.Equal(t, 1, code)
 	oneLine(t, e)
-	require.Contains(t, e, "fd 3 is a pipe: not supported yet")
+	require.Contains(t, e, "fd 3 is a socket: not supported yet")
 	require.NoDirExists(t, dir)
 	require.True(t, p.Alive())
 	p.Check(t)

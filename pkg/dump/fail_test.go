@@ -249,7 +249,8 @@ func TestDumpGoThreads(t *testing.T) {
 		t.Fatal(err)
 	}
 	tids, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", p.Pid))
-	if n := len(ck.Processes[0].Threads); n < 2 || n != len(tids) {
+	// The runtime may start another thread after the dump, not lose one.
+	if n := len(ck.Processes[0].Threads); n < 2 || n > len(tids) {
 		t.Errorf("image has %d threads, the process %d", n, len(tids))
 	}
 	p.Check(t)

@@ -73,6 +73,12 @@ func (r *restorer) restoreSharedSignals() error {
 func (r *restorer) restoreTimers() error {
 	t := &r.proc.Task
 	for _, it := range t.Itimers {
+		if it.ValueUs == 0 && it.IntervalUs != 0 {
+			// It expired while the process was frozen: the kernel reloads an
+			// expired periodic timer only when its signal is dequeued, and a
+			// zero value would disarm it. Start the next period now.
+			it.ValueUs = it.IntervalUs
+		}
 		b := le64(uint64(it.IntervalUs/1e6), uint64(it.IntervalUs%1e6), uint64(it.ValueUs/1e6), uint64(it.ValueUs%1e6))
 		addr, err := r.put(0, b)
 		if err != nil {
@@ -117,6 +123,9 @@ func (r *restorer) restoreTimers() error {
 		}
 		if int32(binary.LittleEndian.Uint32(got)) != pt.ID {
 			return fmt.Errorf("timer_create gave id %d, wanted %d", int32(binary.LittleEndian.Uint32(got)), pt.ID)
+		}
+		if pt.ValueNs == 0 && pt.IntervalNs != 0 {
+			pt.ValueNs = pt.IntervalNs // expired while frozen; see the itimers above
 		}
 		if pt.ValueNs == 0 {
 			continue

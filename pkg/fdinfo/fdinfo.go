@@ -63,6 +63,39 @@ func (e *TTYError) Error() string { return fmt.Sprintf("fd %d is the terminal %s
 // Read returns the fd table of pid. nextID numbers new file descriptions.
 // With allowTTY, terminals are recorded as image.FileTTY instead of refused.
 func Read(pid int, nextID int, allowTTY bool) (*Table, error) {
+	c := NewCollector(allowTTY)
+	c.nextID = nextID
+	fds, err := c.Add(pid)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Finish(); err != nil {
+		return nil, err
+	}
+	return &Table{Fds: fds, Files: c.Files}, nil
+}
+
+// Collector gathers the fd tables of several processes, storing every open
+// file description once even when processes share it (inherited across
+// fork: kcmp KCMP_FILE tells).
+type Collector struct {
+	allowTTY bool
+	nextID   int
+	Files    []image.File
+	owner    map[int]ref         // file id -> an fd holding it
+	byKey    map[[2]uint64][]int // (dev, ino) -> indexes into Files
+	procs    map[int][]image.Fd
+}
+
+type ref struct{ pid, fd int }
+
+// NewCollector starts an empty collection.
+func NewCollector(allowTTY bool) *Collector {
+	return &Collector{allowTTY: allowTTY, nextID: 1, owner: map[int]ref{}, byKey: map[[2]uint64][]int{}, procs: map[int][]image.Fd{}}
+}
+
+// Add reads the fd table of pid.
+func (c *Collector) Add(pid int) ([]image.Fd, error) {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -74,7 +107,7 @@ func Read(pid int, nextID int, allowTTY bool) (*Table, error) {
 		if err != nil {
 			continue
 		}
-		ent, err := readOne(pid, fd, allowTTY)
+		ent, err := readOne(pid, fd, c.allowTTY)
 		if err != nil {
 			return nil, err
 		}
@@ -82,61 +115,59 @@ func Read(pid int, nextID int, allowTTY bool) (*Table, error) {
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Fd < entries[j].Fd })
 
-	// Group fds that share one open file description.
-	t := &Table{}
-	type key struct{ dev, ino uint64 }
-	byFile := map[key][]int{} // -> indexes into t.Files
-	firstFd := map[int]int{}  // file index -> an fd that has it
+	var fds []image.Fd
 	for _, e := range entries {
-		k := key{e.File.Ident.Dev, e.File.Ident.Ino}
+		k := [2]uint64{e.File.Ident.Dev, e.File.Ident.Ino}
 		id := -1
-		for _, fi := range byFile[k] {
-			same, err := sameFile(pid, firstFd[fi], e.Fd)
+		for _, fi := range c.byKey[k] {
+			o := c.owner[c.Files[fi].ID]
+			same, err := sameFile(o.pid, o.fd, pid, e.Fd)
 			if err != nil {
 				return nil, err
 			}
 			if same {
-				id = t.Files[fi].ID
+				id = c.Files[fi].ID
 				break
 			}
 		}
 		if id < 0 {
-			e.File.ID = nextID
-			id = nextID
-			nextID++
-			byFile[k] = append(byFile[k], len(t.Files))
-			firstFd[len(t.Files)] = e.Fd
-			t.Files = append(t.Files, e.File)
+			id = c.nextID
+			c.nextID++
+			e.File.ID = id
+			c.byKey[k] = append(c.byKey[k], len(c.Files))
+			c.owner[id] = ref{pid, e.Fd}
+			c.Files = append(c.Files, e.File)
 		}
-		t.Fds = append(t.Fds, image.Fd{Fd: e.Fd, FileID: id, Cloexec: e.Cloexec})
+		fds = append(fds, image.Fd{Fd: e.Fd, FileID: id, Cloexec: e.Cloexec})
 	}
-	if err := t.resolvePipes(pid); err != nil {
-		return nil, err
-	}
-	if err := t.resolveEpolls(pid); err != nil {
-		return nil, err
-	}
-	return t, nil
+	c.procs[pid] = fds
+	return fds, nil
 }
 
-// fdOf returns an fd of the table that holds file id.
-func (t *Table) fdOf(id int) int {
-	for _, f := range t.Fds {
-		if f.FileID == id {
-			return f.Fd
-		}
+// Finish checks pipes (both ends must be in the collection) and saves their
+// contents, and resolves epoll interest lists.
+func (c *Collector) Finish() error {
+	if err := c.resolvePipes(); err != nil {
+		return err
 	}
-	return -1
+	return c.resolveEpolls()
 }
 
-// resolvePipes checks that both ends of every pipe are in the process and
-// saves the bytes sitting in it, read without consuming them (tee(2) from a
-// copy of the read end into a pipe of our own).
-func (t *Table) resolvePipes(pid int) error {
-	type ends struct{ r, w []int } // indexes into t.Files
+// Owner returns a (pid, fd) that holds file id.
+func (c *Collector) Owner(id int) (pid, fd int) {
+	o := c.owner[id]
+	return o.pid, o.fd
+}
+
+// resolvePipes checks that both ends of every pipe are in the collection
+// and saves the bytes sitting in it, read without consuming them (tee(2)
+// from a copy of the read end into a pipe of our own).
+func (c *Collector) resolvePipes() error {
+	type ends struct{ r, w []int } // indexes into c.Files
 	pipes := map[uint64]*ends{}
-	for i := range t.Files {
-		f := &t.Files[i]
+	var order []uint64
+	for i := range c.Files {
+		f := &c.Files[i]
 		if f.Pipe == nil {
 			continue
 		}
@@ -144,6 +175,7 @@ func (t *Table) resolvePipes(pid int) error {
 		if p == nil {
 			p = &ends{}
 			pipes[f.Pipe.ID] = p
+			order = append(order, f.Pipe.ID)
 		}
 		if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
 			p.w = append(p.w, i)
@@ -151,19 +183,22 @@ func (t *Table) resolvePipes(pid int) error {
 			p.r = append(p.r, i)
 		}
 	}
-	for id, p := range pipes {
-		if len(p.r) != 1 || len(p.w) != 1 {
-			i := append(p.r, p.w...)[0]
-			return &UnsupportedError{t.fdOf(t.Files[i].ID), fmt.Sprintf("a pipe (pipe:[%d]) whose other end is not open in the process (a pipeline between processes)", id)}
+	for _, id := range order {
+		p := pipes[id]
+		if len(p.r) == 0 || len(p.w) == 0 {
+			o := c.owner[c.Files[append(p.r, p.w...)[0]].ID]
+			return &UnsupportedError{o.fd, fmt.Sprintf("a pipe (pipe:[%d]) whose other end is outside the dumped processes (a pipeline with a process not in the tree?)", id)}
 		}
-		rf := &t.Files[p.r[0]]
-		fd := t.fdOf(rf.ID)
-		data, size, err := peekPipe(pid, fd)
+		rf := &c.Files[p.r[0]]
+		o := c.owner[rf.ID]
+		data, size, err := peekPipe(o.pid, o.fd)
 		if err != nil {
-			return fmt.Errorf("fd %d: read pipe contents: %w", fd, err)
+			return fmt.Errorf("fd %d of pid %d: read pipe contents: %w", o.fd, o.pid, err)
 		}
-		rf.Pipe.Data, rf.Pipe.Size = data, size
-		t.Files[p.w[0]].Pipe.Size = size
+		rf.Pipe.Data = data
+		for _, i := range append(p.r, p.w...) {
+			c.Files[i].Pipe.Size = size
+		}
 	}
 	return nil
 }
@@ -206,42 +241,37 @@ func peekPipe(pid, fd int) ([]byte, int, error) {
 	return buf, size, nil
 }
 
-// resolveEpolls maps every watched target to an fd of the process that holds
-// the watched file (kcmp KCMP_EPOLL_TFD): the fd number an entry was
-// registered with may since have been closed or reused.
-func (t *Table) resolveEpolls(pid int) error {
-	for i := range t.Files {
-		f := &t.Files[i]
+// resolveEpolls maps every watched target to an fd of the epoll's process
+// that holds the watched file (kcmp KCMP_EPOLL_TFD): the fd number an entry
+// was registered with may since have been closed or reused.
+func (c *Collector) resolveEpolls() error {
+	for i := range c.Files {
+		f := &c.Files[i]
 		if f.Type != image.FileEpoll {
 			continue
 		}
-		epfd := t.fdOf(f.ID)
+		o := c.owner[f.ID]
 		for j := range f.Epoll {
 			tgt := &f.Epoll[j]
 			found := -1
-			candidates := append([]int{tgt.Fd}, allFds(t)...)
+			candidates := []int{tgt.Fd}
+			for _, fd := range c.procs[o.pid] {
+				candidates = append(candidates, fd.Fd)
+			}
 			for _, fd := range candidates {
-				same, err := sameEpollTarget(pid, fd, epfd, tgt.Fd)
+				same, err := sameEpollTarget(o.pid, fd, o.fd, tgt.Fd)
 				if err == nil && same {
 					found = fd
 					break
 				}
 			}
 			if found < 0 {
-				return &UnsupportedError{epfd, fmt.Sprintf("an epoll instance watching a file that is no longer open (registered as fd %d)", tgt.Fd)}
+				return &UnsupportedError{o.fd, fmt.Sprintf("an epoll instance watching a file that is no longer open (registered as fd %d)", tgt.Fd)}
 			}
 			tgt.Fd = found
 		}
 	}
 	return nil
-}
-
-func allFds(t *Table) []int {
-	out := make([]int, len(t.Fds))
-	for i, f := range t.Fds {
-		out[i] = f.Fd
-	}
-	return out
 }
 
 func sameEpollTarget(pid, fd, epfd, tfd int) (bool, error) {
@@ -253,10 +283,10 @@ func sameEpollTarget(pid, fd, epfd, tfd int) (bool, error) {
 	return r == 0, nil
 }
 
-func sameFile(pid, fd1, fd2 int) (bool, error) {
-	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid), uintptr(pid), kcmpFile, uintptr(fd1), uintptr(fd2), 0)
+func sameFile(pid1, fd1, pid2, fd2 int) (bool, error) {
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpFile, uintptr(fd1), uintptr(fd2), 0)
 	if e != 0 {
-		return false, fmt.Errorf("kcmp fds %d and %d of pid %d: %w", fd1, fd2, pid, e)
+		return false, fmt.Errorf("kcmp fd %d of pid %d and fd %d of pid %d: %w", fd1, pid1, fd2, pid2, e)
 	}
 	return r == 0, nil
 }

@@ -48,7 +48,7 @@ func (d *dumper) collect() error {
 	if d.proc.VMAs, err = memdump.VMAs(pid, maps); err != nil {
 		return unsupported(pid, err)
 	}
-	tab, err := fdinfo.Read(pid, 1, d.opt.ShellJob)
+	fds, err := d.files.Add(pid)
 	if err != nil {
 		var te *fdinfo.TTYError
 		if errors.As(err, &te) {
@@ -56,7 +56,7 @@ func (d *dumper) collect() error {
 		}
 		return unsupported(pid, err)
 	}
-	d.fds, d.files = tab.Fds, tab.Files
+	d.proc.Fds = fds
 	if d.proc.FS, err = fdinfo.ReadFS(pid); err != nil {
 		return unsupported(pid, err)
 	}
@@ -64,7 +64,7 @@ func (d *dumper) collect() error {
 	d.proc.Task = image.Task{
 		Pid: pid, Ppid: st.Ppid, Pgid: st.Pgrp, Sid: st.Session, Comm: st.Comm,
 		Umask: uint32(status.Int("Umask")), NoNewPrivs: status.Int("NoNewPrivs") == 1,
-		Tty: st.TtyNr != 0,
+		Tty: st.TtyNr != 0, Stopped: d.stat.State == 'T' || d.stat.State == 't',
 	}
 	creds := &d.proc.Task.Creds
 	copy(creds.Uid[:], status.Uint32s("Uid"))
@@ -129,20 +129,10 @@ func (d *dumper) collect() error {
 var rlimitNames = []string{"cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile",
 	"memlock", "as", "locks", "sigpending", "msgqueue", "nice", "rtprio", "rttime"}
 
-// checkStatus refuses process state that cr cannot save yet, and a shell
-// job without --shell-job.
+// checkStatus refuses process state that cr cannot save yet.
 func (d *dumper) checkStatus(st *procfs.Stat, s *procfs.Status) error {
-	pid := d.pid
 	if ns := strings.Fields(s.Fields["NSpid"]); len(ns) > 1 {
-		return &UnsupportedError{pid, "a process in another pid namespace"}
-	}
-	if !d.opt.ShellJob {
-		if st.Session != pid {
-			return &ShellJobError{pid, fmt.Sprintf("belongs to session %d, which is outside the image (started from a shell?)", st.Session)}
-		}
-		if st.Pgrp != pid {
-			return &ShellJobError{pid, fmt.Sprintf("belongs to process group %d, which is outside the image", st.Pgrp)}
-		}
+		return &UnsupportedError{d.pid, "a process in another pid namespace"}
 	}
 	return nil
 }
@@ -194,6 +184,9 @@ func (d *dumper) startInjection() error {
 		return fmt.Errorf("no syscall instruction in the vdso of pid %d", pid)
 	}
 	for _, t := range d.threads {
+		if err := d.fixRseq(t); err != nil {
+			return fmt.Errorf("thread %d: %w", t.task.Pid, err)
+		}
 		in, err := parasite.New(t.task, sys)
 		if err != nil {
 			return err
@@ -373,9 +366,6 @@ func (d *dumper) collectThread(t *thread) (th image.Thread, err error) {
 		return th, err
 	}
 	if th.Pending, err = pendingSignals(t.task, false); err != nil {
-		return th, err
-	}
-	if err := d.rseqAbort(&th); err != nil {
 		return th, err
 	}
 	return th, nil

@@ -126,15 +126,20 @@ func (d *dumper) seccomp(task *ptrace.Task, status *procfs.Status) (*image.Secco
 	return sc, nil
 }
 
-// rseqAbort moves rip to the abort handler if the thread was stopped inside
-// an rseq critical section, as the kernel does on preemption
-// (kernel/rseq.c, rseq_ip_fixup), and clears rseq_cs.
-func (d *dumper) rseqAbort(th *image.Thread) error {
-	if th.Rseq == nil {
-		return nil
+// fixRseq does what the kernel does when it preempts a thread inside an
+// rseq critical section (kernel/rseq.c, rseq_ip_fixup): rip moves to the
+// section's abort handler and rseq_cs is cleared. It runs right after the
+// seize, before any syscall is injected: returning from an injected syscall
+// with rip outside the section makes the kernel clear rseq_cs, after which
+// the thread would run on inside the section unaborted. The live thread and
+// the image both get the fixed-up state.
+func (d *dumper) fixRseq(t *thread) error {
+	conf, err := t.task.GetRseqConfig()
+	if err != nil || conf.Ptr == 0 {
+		return err
 	}
 	var cs [8]byte // struct rseq: cpu_id_start u32, cpu_id u32, rseq_cs u64
-	if err := ptrace.Read(d.pid, uintptr(th.Rseq.Ptr+8), cs[:]); err != nil {
+	if err := ptrace.Read(d.pid, uintptr(conf.Ptr+8), cs[:]); err != nil {
 		return fmt.Errorf("read rseq area: %w", err)
 	}
 	ptr := binary.LittleEndian.Uint64(cs[:])
@@ -148,9 +153,17 @@ func (d *dumper) rseqAbort(th *image.Thread) error {
 	start := binary.LittleEndian.Uint64(desc[8:])
 	length := binary.LittleEndian.Uint64(desc[16:])
 	abort := binary.LittleEndian.Uint64(desc[24:])
-	if th.Regs.Rip >= start && th.Regs.Rip-start < length {
-		d.logf("thread %d is inside an rseq critical section: resuming it at the abort handler %#x", th.Tid, abort)
-		th.Regs.Rip = abort
+	regs, err := t.task.GetRegs()
+	if err != nil {
+		return err
 	}
-	return nil
+	if regs.Rip < start || regs.Rip-start >= length {
+		return nil
+	}
+	d.logf("thread %d is inside an rseq critical section: it resumes at the abort handler %#x", t.task.Pid, abort)
+	if err := ptrace.Write(d.pid, uintptr(conf.Ptr+8), make([]byte, 8)); err != nil {
+		return err
+	}
+	regs.Rip = abort
+	return t.task.SetRegs(regs)
 }

@@ -64,14 +64,23 @@ func loadProcess(dir string, pid int, fileIDs map[int]bool) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(recs) < 2 {
-		return nil, &FormatError{name, headerSize, "expected a task record and at least one thread"}
+	if len(recs) < 1 {
+		return nil, &FormatError{name, headerSize, "expected a task record"}
 	}
 	if err := expect(name, recs[0], TagTask, &p.Task); err != nil {
 		return nil, err
 	}
 	if p.Task.Pid != pid {
 		return nil, &FormatError{name, recs[0].Offset, fmt.Sprintf("task record is for pid %d", p.Task.Pid)}
+	}
+	if p.Task.Zombie {
+		if len(recs) != 1 {
+			return nil, &FormatError{name, recs[1].Offset, "a zombie has no threads"}
+		}
+		return p, nil
+	}
+	if len(recs) < 2 {
+		return nil, &FormatError{name, headerSize, "expected a task record and at least one thread"}
 	}
 	for _, r := range recs[1:] {
 		var t Thread

@@ -114,6 +114,12 @@ type Task struct {
 	Seccomp        *Seccomp `json:"seccomp,omitempty"`
 	// Tty is set when the process had a controlling terminal (a shell job).
 	Tty bool `json:"tty,omitempty"`
+	// Stopped: the process was stopped (SIGSTOP, job control) and stays so.
+	Stopped bool `json:"stopped,omitempty"`
+	// Zombie: the process had exited and was not yet reaped by its parent;
+	// ExitStatus is its wait status. A zombie has no other state.
+	Zombie     bool `json:"zombie,omitempty"`
+	ExitStatus int  `json:"exit_status,omitempty"`
 }
 
 // Itimer is one armed interval timer (ITIMER_REAL = 0, VIRTUAL = 1, PROF = 2).

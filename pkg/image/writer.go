@@ -108,6 +108,9 @@ func (w *Writer) WriteMeta(c *Checkpoint) error {
 		}); err != nil {
 			return err
 		}
+		if p.Task.Zombie {
+			continue // a zombie has only its task record
+		}
 		if err := w.writeFile(MMFile(pid), KindMM, func(e *encoder) {
 			e.put(TagMM, &p.MM)
 			for i := range p.VMAs {

@@ -30,6 +30,7 @@ type Stat struct {
 	ArgEnd     uint64
 	EnvStart   uint64
 	EnvEnd     uint64
+	ExitCode   int // field 52: the wait status of a zombie
 }
 
 // ErrNoProcess says the process does not exist.
@@ -79,6 +80,9 @@ func ParseStat(s string) (*Stat, error) {
 	st.StartCode, st.EndCode, st.StartStack = u(26), u(27), u(28)
 	st.StartData, st.EndData, st.StartBrk = u(45), u(46), u(47)
 	st.ArgStart, st.ArgEnd, st.EnvStart, st.EnvEnd = u(48), u(49), u(50), u(51)
+	if len(f) >= 50 {
+		st.ExitCode = i(52)
+	}
 	return st, nil
 }
 

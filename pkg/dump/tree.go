@@ -1,0 +1,295 @@
+package dump
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cr-tools/cr/pkg/fdinfo"
+	"github.com/cr-tools/cr/pkg/image"
+	"github.com/cr-tools/cr/pkg/memdump"
+	"github.com/cr-tools/cr/pkg/procfs"
+	"github.com/cr-tools/cr/pkg/ptrace"
+	"golang.org/x/sys/unix"
+)
+
+// tree dumps a process and all its descendants. Every process is frozen
+// (all its threads seized) before any state is read, so the image is one
+// consistent moment of the whole tree.
+type tree struct {
+	opt     Options
+	pid     int // the root
+	tr      *ptrace.Tracer
+	files   *fdinfo.Collector
+	procs   []*dumper       // live processes, parents before children
+	zombies []image.Process // processes that had exited but were not reaped
+	order   []int           // every pid, parents before children
+}
+
+func (t *tree) logf(format string, args ...any) {
+	if t.opt.Log != nil {
+		fmt.Fprintf(t.opt.Log, format+"\n", args...)
+	}
+}
+
+func (t *tree) run() (res *Result, err error) {
+	pid := t.pid
+	st, err := procfs.ReadStat(pid)
+	if err != nil {
+		if errors.Is(err, procfs.ErrNoProcess) {
+			return nil, fmt.Errorf("process %d: %w", pid, ErrNoProcess)
+		}
+		return nil, err
+	}
+	if st.State == 'Z' || st.State == 'X' {
+		return nil, fmt.Errorf("process %d is a zombie: %w", pid, ErrNoProcess)
+	}
+	if pid == os.Getpid() {
+		return nil, fmt.Errorf("process %d is cr itself", pid)
+	}
+	if err := image.CheckTarget(t.opt.Dir); err != nil {
+		return nil, err
+	}
+	t.files = fdinfo.NewCollector(t.opt.ShellJob)
+	t.tr = ptrace.NewTracer()
+	t.tr.Timeout = t.opt.Timeout
+	defer t.tr.Close()
+	start := time.Now()
+	committed := false
+	defer func() { err = t.releaseAll(err, committed) }()
+	if err := t.seizeTree(); err != nil {
+		return nil, err
+	}
+	t.logf("froze %d processes", len(t.procs))
+	for _, p := range t.procs {
+		if err := p.collect(); err != nil {
+			if len(t.procs) > 1 && p.pid != pid {
+				return nil, fmt.Errorf("child process %d: %w", p.pid, err)
+			}
+			return nil, err
+		}
+	}
+	if err := t.files.Finish(); err != nil {
+		return nil, unsupported(pid, err)
+	}
+	if err := t.checkSessions(); err != nil {
+		return nil, err
+	}
+
+	w, err := image.Create(t.opt.Dir, t.opt.Sync)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if !committed {
+			w.Abort()
+		}
+	}()
+	pstart := time.Now()
+	var pages uint64
+	for _, p := range t.procs {
+		n, err := p.dumpPages(w)
+		if err != nil {
+			return nil, err
+		}
+		pages += n
+	}
+	ptime := time.Since(pstart)
+	t.logf("saved %d pages (%d MiB) in %v", pages, pages*image.PageSize>>20, ptime)
+
+	ck := &image.Checkpoint{Inventory: t.inventory(), Files: t.files.Files}
+	byPid := map[int]*image.Process{}
+	for _, p := range t.procs {
+		byPid[p.pid] = &p.proc
+	}
+	for i := range t.zombies {
+		byPid[t.zombies[i].Task.Pid] = &t.zombies[i]
+	}
+	for _, p := range t.order {
+		ck.Processes = append(ck.Processes, byPid[p])
+	}
+	if err := w.WriteMeta(ck); err != nil {
+		return nil, err
+	}
+	// Put the targets' registers and signal masks back before the commit, so
+	// that an image exists only if the targets were left as they were found.
+	for _, p := range t.procs {
+		if err := p.releaseInjection(); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.Commit(); err != nil {
+		return nil, err
+	}
+	committed = true
+	return &Result{Dir: w.Dir, Pages: pages, Frozen: time.Since(start), PagesTime: ptime}, nil
+}
+
+// seizeTree seizes the root and then, level by level, every descendant: a
+// process cannot fork once all its threads are seized, so listing its
+// children afterwards gives the final set.
+func (t *tree) seizeTree() error {
+	queue := []int{t.pid}
+	seen := map[int]bool{t.pid: true}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		st, err := procfs.ReadStat(pid)
+		if err != nil {
+			if pid == t.pid {
+				return fmt.Errorf("process %d: %w", pid, ErrNoProcess)
+			}
+			continue // exited and reaped meanwhile
+		}
+		if st.State == 'Z' && pid != t.pid {
+			t.zombies = append(t.zombies, image.Process{Task: image.Task{
+				Pid: pid, Ppid: st.Ppid, Pgid: st.Pgrp, Sid: st.Session, Comm: st.Comm,
+				Zombie: true, ExitStatus: st.ExitCode,
+			}})
+			t.order = append(t.order, pid)
+			continue
+		}
+		d := &dumper{opt: t.opt, pid: pid, tr: t.tr, files: t.files, stat: st}
+		if err := d.seizeAll(); err != nil {
+			if pid != t.pid {
+				return fmt.Errorf("child process %d: %w", pid, err)
+			}
+			return err
+		}
+		t.procs = append(t.procs, d)
+		t.order = append(t.order, pid)
+		kids, err := procfs.Children(pid)
+		if err != nil {
+			return err
+		}
+		sort.Ints(kids)
+		for _, k := range kids {
+			if !seen[k] {
+				seen[k] = true
+				queue = append(queue, k)
+			}
+		}
+	}
+	return nil
+}
+
+// checkSessions makes sure every session and process group a process
+// belongs to is in the image, or (with --shell-job) is the root's own, which
+// restore replaces with cr's.
+func (t *tree) checkSessions() error {
+	in := map[int]bool{}
+	for _, p := range t.order {
+		in[p] = true
+	}
+	rootStat := t.procs[0].stat
+	check := func(pid, sid, pgid int, tracer int) error {
+		if !in[sid] && !(t.opt.ShellJob && sid == rootStat.Session) {
+			if pid == t.pid {
+				return &ShellJobError{pid, fmt.Sprintf("belongs to session %d, which is outside the image (started from a shell?)", sid)}
+			}
+			return &UnsupportedError{pid, fmt.Sprintf("session %d is outside the dumped tree", sid)}
+		}
+		if !in[pgid] && !(t.opt.ShellJob && pgid == rootStat.Pgrp) {
+			if pid == t.pid {
+				return &ShellJobError{pid, fmt.Sprintf("belongs to process group %d, which is outside the image", pgid)}
+			}
+			return &UnsupportedError{pid, fmt.Sprintf("process group %d is outside the dumped tree", pgid)}
+		}
+		return nil
+	}
+	for _, p := range t.procs {
+		if err := check(p.pid, p.stat.Session, p.stat.Pgrp, 0); err != nil {
+			return err
+		}
+	}
+	for _, z := range t.zombies {
+		if err := check(z.Task.Pid, z.Task.Sid, z.Task.Pgid, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// releaseAll lets the targets go: running as before after a failure or with
+// LeaveRunning, killed after a committed dump.
+func (t *tree) releaseAll(err error, committed bool) error {
+	for _, p := range t.procs {
+		if rerr := p.releaseInjection(); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	if len(t.procs) == 0 {
+		return err
+	}
+	root := t.procs[0]
+	if err != nil && !errors.Is(err, ErrNoProcess) && root.gone() {
+		err = fmt.Errorf("process %d vanished during the dump (%v): %w", t.pid, err, ErrNoProcess)
+	}
+	if err == nil && !t.opt.LeaveRunning && committed {
+		for _, p := range t.procs {
+			unix.Kill(p.pid, unix.SIGKILL)
+		}
+		for _, p := range t.procs {
+			for i := len(p.threads) - 1; i >= 0; i-- {
+				p.threads[i].task.Kill()
+			}
+		}
+		t.logf("killed %d processes", len(t.procs))
+		return nil
+	}
+	for _, p := range t.procs {
+		for _, th := range p.threads {
+			if th.task.Exited != nil {
+				continue
+			}
+			// Once the image is committed it is complete: a target that was
+			// killed meanwhile does not make the dump fail.
+			if derr := th.task.Detach(0); derr != nil && err == nil && !(committed && p.gone()) {
+				err = derr
+			}
+		}
+	}
+	if err == nil && root.threads[0].task.Exited != nil && !committed {
+		err = fmt.Errorf("process %d: %w", t.pid, ErrNoProcess)
+	}
+	return err
+}
+
+func (t *tree) inventory() image.Inventory {
+	var u unix.Utsname
+	unix.Uname(&u)
+	str := func(b []byte) string { return strings.TrimRight(string(b), "\x00") }
+	xs := t.procs[0].proc.Threads[0].XSave
+	return image.Inventory{
+		FormatMajor: image.FormatMajor, FormatMinor: image.FormatMinor,
+		CRVersion: Version, DumpTime: time.Now().UTC().Format(time.RFC3339Nano),
+		Options: image.Options{LeaveRunning: t.opt.LeaveRunning, ShellJob: t.opt.ShellJob},
+		Kernel:  image.Kernel{Sysname: str(u.Sysname[:]), Release: str(u.Release[:]), Version: str(u.Version[:]), Machine: str(u.Machine[:])},
+		CPU:     image.CPU{Arch: "x86_64", XFeatures: XFeatures(xs), XSaveSize: len(xs)},
+		RootPid: t.pid, Pids: t.order,
+	}
+}
+
+// dumpPages writes the process's pages into its pages file.
+func (d *dumper) dumpPages(w *image.Writer) (uint64, error) {
+	pw, err := w.Pages(d.pid)
+	if err != nil {
+		return 0, err
+	}
+	runs, err := memdump.ScanVMAs(d.pid, d.proc.VMAs)
+	if err != nil {
+		return 0, fmt.Errorf("scan pages of pid %d: %w", d.pid, err)
+	}
+	d.proc.PageMap, err = memdump.DumpPages(d.pid, runs, d.proc.VMAs, pw, memdump.DumpOptions{})
+	if err != nil {
+		return 0, err
+	}
+	var pages uint64
+	for _, r := range d.proc.PageMap {
+		pages += r.Pages
+	}
+	return pages, nil
+}

@@ -3,7 +3,6 @@ package fdinfo
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -235,8 +234,12 @@ func peekPipe(pid, fd int) ([]byte, int, error) {
 		return nil, 0, err
 	}
 	buf := make([]byte, n)
-	if _, err := io.ReadFull(os.NewFile(uintptr(p[0]), "pipe"), buf); err != nil {
-		return nil, 0, err
+	for got := 0; got < len(buf); {
+		m, err := unix.Read(p[0], buf[got:])
+		if err != nil {
+			return nil, 0, err
+		}
+		got += m
 	}
 	return buf, size, nil
 }

@@ -22,18 +22,11 @@ const (
 	maxIov       = 1024     // IOV_MAX
 )
 
-// build reshapes the freshly cloned stub copy into the target process.
-func (r *restorer) build() error {
-	pid := r.task.Pid
-	var err error
-	if r.mem, err = ptrace.ProcMem(pid); err != nil {
-		return err
-	}
-	if r.in, err = parasite.New(r.task, stubSyscall); err != nil {
-		return err
-	}
-	r.threads = []*rthread{{task: r.task, in: r.in}}
-	cur, err := memdump.ReadSmaps(pid)
+// prepare turns the freshly cloned stub copy (the root process) into an
+// empty address space: a trampoline, the vdso at its dumped address, and
+// nothing else. Children forked from it start the same way.
+func (r *restorer) prepare() error {
+	cur, err := memdump.ReadSmaps(r.task.Pid)
 	if err != nil {
 		return err
 	}
@@ -46,25 +39,36 @@ func (r *restorer) build() error {
 	if err := r.placeVdso(cur); err != nil {
 		return err
 	}
-	if err := r.mapVMAs(); err != nil {
-		return err
+	if t := &r.proc.Task; t.Sid == t.Pid && !r.opt.ShellJob {
+		if _, err := r.sys(unix.SYS_SETSID); err != nil {
+			return fmt.Errorf("setsid: %w", err)
+		}
 	}
-	if err := r.setRlimits(); err != nil {
-		return err
+	return nil
+}
+
+// build reshapes a prepared process into the target process; finish then
+// loads its registers.
+func (r *restorer) build() error {
+	t0 := time.Now()
+	if r != r.t.procs[0] {
+		// A forked child has its parent's vdso; its own may be elsewhere
+		// (it may run another program).
+		cur, err := memdump.ReadSmaps(r.task.Pid)
+		if err != nil {
+			return err
+		}
+		if err := r.placeVdso(cur); err != nil {
+			return err
+		}
 	}
-	if err := r.restoreFiles(); err != nil {
-		return err
+	for _, step := range []func() error{r.mapVMAs, r.setRlimits, r.restoreFiles, r.restoreMM, r.createThreads, r.restoreTask} {
+		if err := step(); err != nil {
+			return err
+		}
 	}
-	if err := r.restoreMM(); err != nil {
-		return err
-	}
-	if err := r.createThreads(); err != nil {
-		return err
-	}
-	if err := r.restoreTask(); err != nil {
-		return err
-	}
-	return r.finish()
+	r.logf("pid %d rebuilt in %v (%d injected syscalls)", r.proc.Task.Pid, time.Since(t0), r.in.Count)
+	return nil
 }
 
 type span struct{ start, end uint64 }
@@ -92,10 +96,14 @@ func freeRange(size uint64, used []span) (uint64, error) {
 	return 0, fmt.Errorf("no free %d-byte range for the restorer", size)
 }
 
+// usedSpans lists what the trampoline must avoid: the current mappings and
+// every VMA of every process of the image (children inherit the trampoline).
 func (r *restorer) usedSpans(cur []memdump.Mapping) []span {
 	var s []span
-	for _, v := range r.proc.VMAs {
-		s = append(s, span{v.Start, v.End})
+	for _, p := range r.ck.Processes {
+		for _, v := range p.VMAs {
+			s = append(s, span{v.Start, v.End})
+		}
 	}
 	for _, m := range cur {
 		if m.Path != "[vsyscall]" {
@@ -129,6 +137,7 @@ func (r *restorer) setupTrampoline(cur []memdump.Mapping) error {
 	}
 	r.tramp = uintptr(addr)
 	r.in.SysAddr = r.tramp
+	r.threads[0].in.SysAddr = r.tramp
 	r.scratch = r.tramp + pageSize
 	r.scratchSize = scratchPages * pageSize
 	return nil

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"github.com/cr-tools/cr/pkg/procfs"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -42,8 +43,8 @@ type Result struct {
 	Duration time.Duration
 }
 
-// Run restores the image in opt.Dir. On success the process runs, detached
-// from the tracer, as a child of the calling process.
+// Run restores the image in opt.Dir. On success the processes run,
+// detached from the tracer; the root process is a child of the caller.
 func Run(opt Options) (*Result, error) {
 	if opt.Timeout == 0 {
 		opt.Timeout = 10 * time.Second
@@ -61,32 +62,51 @@ func Run(opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &restorer{opt: opt, ck: ck, proc: ck.Processes[0]}
-	if err := r.validate(); err != nil {
+	t := &treeRestore{opt: opt, ck: ck, byPid: map[int]*restorer{}, files: map[int]int{}, pipes: map[uint64][2]int{}}
+	defer t.closeFiles()
+	if err := t.validate(); err != nil {
 		return nil, err
 	}
-	// Check page checksums while the process is being built; the task is
+	// Check page checksums while the processes are being built; they are
 	// released only if they match.
 	verified := make(chan error, 1)
 	go func() {
 		var err error
 		for _, p := range ck.Processes {
+			if p.Task.Zombie {
+				continue
+			}
 			if err = image.VerifyPages(dir, p); err != nil {
 				break
 			}
 		}
 		verified <- err
 	}()
-	r.logf("image loaded and checked in %v", time.Since(start))
-	pid, err := r.run(verified)
+	t.logf("image loaded and checked in %v", time.Since(start))
+	pid, err := t.run(verified)
 	if err != nil {
 		return nil, err
 	}
 	return &Result{Pid: pid, Duration: time.Since(start)}, nil
 }
 
+// treeRestore rebuilds every process of the image.
+type treeRestore struct {
+	opt   Options
+	ck    *image.Checkpoint
+	tr    *ptrace.Tracer
+	procs []*restorer // in image order: parents before children
+	byPid map[int]*restorer
+	tty   string // cr's terminal, for the tty fds of a shell job
+
+	crEnd int               // cr's end of the fd transport (SCM_RIGHTS)
+	files map[int]int       // file id -> cr's own fd of that open file description
+	pipes map[uint64][2]int // pipe id -> cr's fds of both ends
+}
+
 type restorer struct {
 	opt  Options
+	t    *treeRestore
 	ck   *image.Checkpoint
 	proc *image.Process
 
@@ -99,7 +119,7 @@ type restorer struct {
 	scratch     uintptr // scratch area in the task
 	scratchSize uintptr
 	tramp       uintptr // trampoline (code page + scratch)
-	tty         string  // cr's terminal, for the tty fds of a shell job
+	transport   int     // the task's end of the fd transport
 }
 
 // rthread is one thread of the process being built.
@@ -108,9 +128,11 @@ type rthread struct {
 	in   *parasite.Injector
 }
 
-func (r *restorer) logf(format string, args ...any) {
-	if r.opt.Log != nil {
-		fmt.Fprintf(r.opt.Log, format+"\n", args...)
+func (r *restorer) logf(format string, args ...any) { r.t.logf(format, args...) }
+
+func (t *treeRestore) logf(format string, args ...any) {
+	if t.opt.Log != nil {
+		fmt.Fprintf(t.opt.Log, format+"\n", args...)
 	}
 }
 
@@ -120,46 +142,136 @@ func (r *restorer) logf(format string, args ...any) {
 // parent-death signal (PR_SET_PDEATHSIG), even if the process lives on.
 var tracer = sync.OnceValue(ptrace.NewTracer)
 
-func (r *restorer) run(verified <-chan error) (pid int, err error) {
-	r.tr = tracer()
+func (t *treeRestore) newRestorer(p *image.Process) *restorer {
+	r := &restorer{opt: t.opt, t: t, ck: t.ck, proc: p, tr: t.tr, transport: 3}
+	t.procs = append(t.procs, r)
+	t.byPid[p.Task.Pid] = r
+	return r
+}
 
-	if err := r.spawn(); err != nil {
-		return 0, err
+func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
+	t.tr = tracer()
+	var crEnd, taskEnd int
+	{
+		sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return 0, fmt.Errorf("fd transport: %w", err)
+		}
+		crEnd, taskEnd = sp[0], sp[1]
+		t.crEnd = crEnd
+		defer unix.Close(crEnd)
 	}
+	root := t.newRestorer(t.ck.Processes[0])
 	defer func() {
 		if err != nil {
-			unix.Kill(r.task.Pid, unix.SIGKILL)
-			for i := len(r.threads) - 1; i >= 1; i-- {
-				r.threads[i].task.Kill()
-			}
-			r.task.Kill()
+			t.killAll()
 		}
-		if r.mem != nil {
-			r.mem.Close()
+		for _, r := range t.procs {
+			if r.mem != nil {
+				r.mem.Close()
+			}
 		}
 	}()
-	t0 := time.Now()
-	if err := r.build(); err != nil {
-		return 0, fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)
+	transport := os.NewFile(uintptr(taskEnd), "cr-fd-transport")
+	err = root.spawn(transport)
+	transport.Close()
+	if err != nil {
+		return 0, err
 	}
-	r.logf("process rebuilt in %v (%d injected syscalls)", time.Since(t0), r.in.Count)
+	t0 := time.Now()
+	if err := root.prepare(); err != nil {
+		return 0, fmt.Errorf("restore pid %d: %w", root.proc.Task.Pid, err)
+	}
+	// Create every other process, forked by its parent with its pid.
+	for _, p := range t.ck.Processes[1:] {
+		parent := t.byPid[p.Task.Ppid]
+		if err := parent.fork(p); err != nil {
+			return 0, fmt.Errorf("restore pid %d: %w", p.Task.Pid, err)
+		}
+	}
+	if err := t.setGroups(); err != nil {
+		return 0, err
+	}
+	for _, r := range t.procs {
+		if r.proc.Task.Zombie {
+			continue
+		}
+		if err := r.build(); err != nil {
+			return 0, fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)
+		}
+	}
+	// Zombies exit last: their parents are complete, their SIGCHLD is drained.
+	for _, r := range t.procs {
+		if r.proc.Task.Zombie {
+			if err := r.becomeZombie(); err != nil {
+				return 0, fmt.Errorf("restore zombie %d: %w", r.proc.Task.Pid, err)
+			}
+		}
+	}
+	for _, r := range t.procs {
+		if r.proc.Task.Zombie {
+			continue
+		}
+		if err := r.finish(); err != nil {
+			return 0, fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)
+		}
+	}
+	t.logf("%d processes rebuilt in %v", len(t.procs), time.Since(t0))
 	t0 = time.Now()
 	if err := <-verified; err != nil {
 		return 0, err
 	}
-	r.logf("waited %v for the page checksums", time.Since(t0))
-	// Every thread is ready: let them all go.
-	for i := len(r.threads) - 1; i >= 0; i-- {
-		if err := r.threads[i].task.Detach(0); err != nil {
-			return 0, err
+	t.logf("waited %v for the page checksums", time.Since(t0))
+	// Every thread of every process is ready: let them all go.
+	for _, r := range t.procs {
+		if r.proc.Task.Zombie {
+			continue
+		}
+		for i := len(r.threads) - 1; i >= 0; i-- {
+			if err := r.threads[i].task.Detach(0); err != nil {
+				return 0, err
+			}
+		}
+		if r.proc.Task.Stopped {
+			unix.Kill(r.proc.Task.Pid, unix.SIGSTOP)
 		}
 	}
-	return r.task.Pid, nil
+	return root.task.Pid, nil
+}
+
+// killAll kills whatever was created; used when a restore fails.
+func (t *treeRestore) killAll() {
+	for _, r := range t.procs {
+		if r.task != nil {
+			unix.Kill(r.task.Pid, unix.SIGKILL)
+		}
+	}
+	for i := len(t.procs) - 1; i >= 0; i-- {
+		r := t.procs[i]
+		for j := len(r.threads) - 1; j >= 1; j-- {
+			r.threads[j].task.Kill()
+		}
+		if r.task != nil && r.task.Exited == nil {
+			r.task.Kill()
+		}
+	}
+}
+
+// closeFiles closes cr's own copies of the restored open files.
+func (t *treeRestore) closeFiles() {
+	for _, fd := range t.files {
+		unix.Close(fd)
+	}
+	for _, p := range t.pipes {
+		unix.Close(p[0])
+		unix.Close(p[1])
+	}
 }
 
 // spawn starts the stub traced and clones the task with the original pid
-// out of it.
-func (r *restorer) spawn() error {
+// out of it. taskEnd becomes the stub's fd 3, inherited by every process
+// forked from it.
+func (r *restorer) spawn(transport *os.File) error {
 	want := r.proc.Task.Pid
 	fd, err := unix.MemfdCreate("cr-restore-stub", unix.MFD_CLOEXEC)
 	if err != nil {
@@ -176,14 +288,15 @@ func (r *restorer) spawn() error {
 	}
 	defer null.Close()
 	cmd := &exec.Cmd{
-		Path:   fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd),
-		Args:   []string{"cr-restore-stub"},
-		Env:    []string{},
-		Stdin:  null,
-		Stdout: null,
-		Stderr: null,
+		Path:       fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd),
+		Args:       []string{"cr-restore-stub"},
+		Env:        []string{},
+		Stdin:      null,
+		Stdout:     null,
+		Stderr:     null,
+		ExtraFiles: []*os.File{transport},
 	}
-	stub, err := r.tr.StartTraced(cmd, r.opt.Timeout, unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_EXITKILL|unix.PTRACE_O_SUSPEND_SECCOMP)
+	stub, err := r.tr.StartTraced(cmd, r.opt.Timeout, unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_EXITKILL|unix.PTRACE_O_SUSPEND_SECCOMP)
 	if err != nil {
 		return fmt.Errorf("start restorer stub: %w", err)
 	}
@@ -219,12 +332,140 @@ func (r *restorer) spawn() error {
 	if _, err := r.task.Wait(); err != nil {
 		return fmt.Errorf("wait for the new process %d: %w", want, err)
 	}
+	if r.in, err = parasite.New(r.task, stubSyscall); err != nil {
+		return err
+	}
+	r.threads = []*rthread{{task: r.task, in: r.in}}
+	if r.mem, err = ptrace.ProcMem(want); err != nil {
+		return err
+	}
 	r.logf("created pid %d", want)
 	return nil
 }
 
+// fork creates the child process p of r (clone3 with set_tid), which starts
+// as a copy of r's current, still empty, address space: the trampoline, the
+// scratch area and the vdso are where they are in r.
+func (r *restorer) fork(p *image.Process) error {
+	want := p.Task.Pid
+	args := le64(0, 0, 0, 0, uint64(unix.SIGCHLD), 0, 0, 0, uint64(r.scratch+80), 1, uint64(want))
+	addr, err := r.put(0, args)
+	if err != nil {
+		return err
+	}
+	c := r.t.newRestorer(p)
+	got, err := r.sys(unix.SYS_CLONE3, addr, 80)
+	if err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return r.checkPidOr(want, err)
+		}
+		return fmt.Errorf("fork pid %d (clone3 set_tid): %w", want, err)
+	}
+	if int(got) != want {
+		return fmt.Errorf("clone3 gave pid %d, wanted %d", got, want)
+	}
+	c.task = r.tr.Adopt(want)
+	c.task.Timeout = r.opt.Timeout
+	if _, err := c.task.Wait(); err != nil {
+		return fmt.Errorf("wait for the new process %d: %w", want, err)
+	}
+	c.tramp, c.scratch, c.scratchSize = r.tramp, r.scratch, r.scratchSize
+	if c.in, err = parasite.New(c.task, r.tramp); err != nil {
+		return err
+	}
+	c.threads = []*rthread{{task: c.task, in: c.in}}
+	if c.mem, err = ptrace.ProcMem(want); err != nil {
+		return err
+	}
+	if p.Task.Sid == want && !p.Task.Zombie {
+		if _, err := c.sys(unix.SYS_SETSID); err != nil {
+			return fmt.Errorf("setsid: %w", err)
+		}
+	}
+	r.logf("forked pid %d from %d", want, r.proc.Task.Pid)
+	return nil
+}
+
+// setGroups puts every process into its process group: group leaders
+// first, then the members.
+func (t *treeRestore) setGroups() error {
+	root := &t.ck.Processes[0].Task
+	for pass := 0; pass < 2; pass++ {
+		for _, r := range t.procs {
+			tk := &r.proc.Task
+			leader := tk.Pgid == tk.Pid
+			if tk.Sid == tk.Pid && !t.opt.ShellJob || (pass == 0) != leader {
+				continue // a session leader leads its group already
+			}
+			if _, ok := t.byPid[tk.Pgid]; !ok || t.opt.ShellJob && tk.Pgid == root.Pgid {
+				continue // a shell job's group: it is cr's (the terminal's foreground) now
+			}
+			if _, err := r.sys(unix.SYS_SETPGID, 0, uintptr(tk.Pgid)); err != nil {
+				return fmt.Errorf("pid %d: join process group %d: %w", tk.Pid, tk.Pgid, err)
+			}
+		}
+	}
+	return nil
+}
+
+// becomeZombie makes the process exit with its saved status; its parent
+// has not reaped it, so it stays a zombie. The SIGCHLD this sends the parent
+// is taken out of the parent's queue again (it had been delivered before
+// the dump, or is in the parent's saved pending signals).
+func (r *restorer) becomeZombie() error {
+	ws := unix.WaitStatus(r.proc.Task.ExitStatus)
+	regs := ptrace.Regs{}
+	if cur, err := r.task.GetRegs(); err == nil {
+		regs = *cur
+	}
+	regs.Rip = uint64(r.tramp)
+	regs.Orig_rax = ^uint64(0)
+	if ws.Signaled() {
+		sig := uintptr(ws.Signal())
+		addr, err := r.put(0, le64(0, 0, 0, 0))
+		if err != nil {
+			return err
+		}
+		if _, err := r.sys(unix.SYS_RT_SIGACTION, sig, addr, 0, 8); err != nil {
+			return err
+		}
+		regs.Rax, regs.Rdi, regs.Rsi = unix.SYS_KILL, uint64(r.proc.Task.Pid), uint64(sig)
+		if err := r.task.SetSigmask(0); err != nil {
+			return err
+		}
+	} else {
+		regs.Rax, regs.Rdi = unix.SYS_EXIT_GROUP, uint64(ws.ExitStatus())
+	}
+	if err := r.task.SetRegs(&regs); err != nil {
+		return err
+	}
+	if err := r.task.Detach(0); err != nil {
+		return err
+	}
+	// Wait until it is a zombie, then drain the parent's SIGCHLD.
+	for deadline := time.Now().Add(r.opt.Timeout); ; time.Sleep(time.Millisecond) {
+		st, err := procfs.ReadStat(r.proc.Task.Pid)
+		if err == nil && st.State == 'Z' {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process did not exit")
+		}
+	}
+	parent := r.t.byPid[r.proc.Task.Ppid]
+	set, err := parent.put(0, le64(1<<(unix.SIGCHLD-1), 0, 0))
+	if err != nil {
+		return err
+	}
+	if _, err := parent.sys(unix.SYS_RT_SIGTIMEDWAIT, set, 0, set+8, 8); err != nil && !errors.Is(err, unix.EAGAIN) {
+		return fmt.Errorf("drain SIGCHLD of the parent: %w", err)
+	}
+	r.task.Exited = &ptrace.ExitedError{Pid: r.task.Pid}
+	return nil
+}
+
 func (r *restorer) checkPidOr(pid int, err error) error {
-	if e := r.checkPid(pid); e != nil {
+	if e := r.t.checkPid(pid); e != nil {
 		return e
 	}
 	return fmt.Errorf("pid %d is in use: %w", pid, err)

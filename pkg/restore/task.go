@@ -40,9 +40,6 @@ func (r *restorer) setRlimits() error {
 // that shared a description share one again; epoll interest lists are
 // filled last, when every watched fd is in place.
 func (r *restorer) restoreFiles() error {
-	if _, err := r.sys(unix.SYS_CLOSE_RANGE, 0, ^uintptr(0)>>32, 0); err != nil {
-		return fmt.Errorf("close stub fds: %w", err)
-	}
 	maxFd := 0
 	for _, e := range r.proc.Fds {
 		maxFd = max(maxFd, e.Fd)
@@ -65,12 +62,21 @@ func (r *restorer) restoreFiles() error {
 		}
 		defer unix.Prlimit(pid, unix.RLIMIT_NOFILE, &nofile, nil)
 	}
+	// Keep the fd transport above the image's fds, close everything else
+	// the stub left.
+	tr, err := r.sys(unix.SYS_FCNTL, uintptr(r.transport), unix.F_DUPFD_CLOEXEC, uintptr(base))
+	if err != nil {
+		return fmt.Errorf("move the fd transport: %w", err)
+	}
+	r.transport = int(tr)
+	if _, err := r.sys(unix.SYS_CLOSE_RANGE, 0, uintptr(base-1), 0); err != nil {
+		return fmt.Errorf("close stub fds: %w", err)
+	}
 	used := map[int]bool{}
 	for _, e := range r.proc.Fds {
 		used[e.FileID] = true
 	}
 	temp := map[int]int{} // file id -> temporary fd
-	pipes := map[uint64][2]int{}
 	hold := func(fd int) (int, error) {
 		// Move a new fd above the image's fds.
 		hi, err := r.sys(unix.SYS_FCNTL, uintptr(fd), unix.F_DUPFD_CLOEXEC, uintptr(base))
@@ -85,7 +91,7 @@ func (r *restorer) restoreFiles() error {
 		if !used[f.ID] {
 			continue
 		}
-		fd, err := r.createFile(f, pipes, hold)
+		fd, err := r.installFile(f, hold)
 		if err != nil {
 			return fmt.Errorf("fd %d: %w", r.fdOf(f.ID), err)
 		}
@@ -105,8 +111,8 @@ func (r *restorer) restoreFiles() error {
 	}
 	for i := range r.ck.Files {
 		f := &r.ck.Files[i]
-		if f.Type != image.FileEpoll || !used[f.ID] {
-			continue
+		if f.Type != image.FileEpoll || !used[f.ID] || r.t.files[f.ID] != 0 {
+			continue // not here, or registered by the process that created it
 		}
 		epfd := r.fdOf(f.ID)
 		for _, t := range f.Epoll {
@@ -121,6 +127,12 @@ func (r *restorer) restoreFiles() error {
 			if _, err := r.sys(unix.SYS_EPOLL_CTL, uintptr(epfd), unix.EPOLL_CTL_ADD, uintptr(t.Fd), addr); err != nil {
 				return fmt.Errorf("fd %d: watch fd %d with epoll: %w", epfd, t.Fd, err)
 			}
+		}
+		// Other processes that share this epoll instance get it from cr.
+		if fd, err := r.grab(epfd); err != nil {
+			return err
+		} else {
+			r.t.files[f.ID] = fd
 		}
 	}
 	// cwd, then root (paths are resolved against cr's root until then).
@@ -152,126 +164,162 @@ func (r *restorer) fdOf(id int) int {
 	return -1
 }
 
-// createFile makes one open file description in the task, held at a
-// temporary high fd (by hold), and returns that fd.
-func (r *restorer) createFile(f *image.File, pipes map[uint64][2]int, hold func(int) (int, error)) (int, error) {
-	switch f.Type {
-	case image.FilePipe:
-		ends, ok := pipes[f.Pipe.ID]
-		if !ok {
-			fds := make([]byte, 8)
-			addr, err := r.put(0, fds)
-			if err != nil {
-				return 0, err
-			}
-			if _, err := r.sys(unix.SYS_PIPE2, addr, unix.O_CLOEXEC); err != nil {
-				return 0, fmt.Errorf("pipe2: %w", err)
-			}
-			if _, err := r.mem.ReadAt(fds, int64(addr)); err != nil {
-				return 0, err
-			}
-			for i := range 2 {
-				if ends[i], err = hold(int(binary.LittleEndian.Uint32(fds[4*i:]))); err != nil {
-					return 0, err
-				}
-			}
-			if f.Pipe.Size > 0 {
-				if _, err := r.sys(unix.SYS_FCNTL, uintptr(ends[0]), unix.F_SETPIPE_SZ, uintptr(f.Pipe.Size)); err != nil {
-					return 0, fmt.Errorf("pipe size %d: %w", f.Pipe.Size, err)
-				}
-			}
-			pipes[f.Pipe.ID] = ends
-		}
-		fd := ends[0]
-		if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
-			fd = ends[1]
-		}
-		if len(f.Pipe.Data) > 0 {
-			if err := r.fillPipe(ends[1], f.Pipe.Data); err != nil {
-				return 0, err
-			}
-		}
-		return fd, r.setFlags(fd, f.Flags)
-	case image.FileEventfd:
-		flags := uintptr(unix.EFD_CLOEXEC)
-		if f.Eventfd.Semaphore {
-			flags |= unix.EFD_SEMAPHORE
-		}
-		fd, err := r.sys(unix.SYS_EVENTFD2, 0, flags)
-		if err != nil {
-			return 0, fmt.Errorf("eventfd2: %w", err)
-		}
-		hi, err := hold(int(fd))
-		if err != nil {
-			return 0, err
-		}
-		if f.Eventfd.Count > 0 {
-			addr, err := r.put(0, le64(f.Eventfd.Count))
-			if err != nil {
-				return 0, err
-			}
-			if _, err := r.sys(unix.SYS_WRITE, uintptr(hi), addr, 8); err != nil {
-				return 0, fmt.Errorf("set eventfd counter: %w", err)
-			}
-		}
-		return hi, r.setFlags(hi, f.Flags)
-	case image.FileEpoll:
+// installFile puts one open file description into the task, held at a
+// temporary high fd (by hold), and returns that fd. cr makes each
+// description once (open, pipe2, eventfd) and sends it to every process that
+// has it, over the fd transport, so processes that shared a description
+// share it again; epoll instances are made in the first process that has
+// them, where their interest list is filled.
+func (r *restorer) installFile(f *image.File, hold func(int) (int, error)) (int, error) {
+	if f.Type == image.FileEpoll && r.t.files[f.ID] == 0 {
 		fd, err := r.sys(unix.SYS_EPOLL_CREATE1, unix.EPOLL_CLOEXEC)
 		if err != nil {
 			return 0, fmt.Errorf("epoll_create1: %w", err)
 		}
 		return hold(int(fd))
 	}
-	flags := int(f.Flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
-	path := f.Ident.Path
-	if f.Type == image.FileTTY {
-		path = r.tty // a shell job gets cr's terminal
-	}
-	fd, err := r.openInTask(path, flags|unix.O_NOCTTY|unix.O_CLOEXEC)
+	crfd, err := r.t.crFile(f)
 	if err != nil {
 		return 0, err
 	}
-	hi, err := hold(fd)
+	fd, err := r.receive(crfd)
 	if err != nil {
 		return 0, err
 	}
-	if f.Type == image.FileReg && f.Pos != 0 {
-		if _, err := r.sys(unix.SYS_LSEEK, uintptr(hi), uintptr(f.Pos), unix.SEEK_SET); err != nil {
-			return 0, fmt.Errorf("seek %s to %d: %w", f.Ident.Path, f.Pos, err)
-		}
-	}
-	return hi, nil
+	return hold(fd)
 }
 
-// setFlags sets the status flags (O_NONBLOCK, ...) of a created file.
-func (r *restorer) setFlags(fd int, flags uint32) error {
-	if _, err := r.sys(unix.SYS_FCNTL, uintptr(fd), unix.F_SETFL, uintptr(flags)); err != nil {
+// crFile returns cr's own fd of the open file description f, making it the
+// first time.
+func (t *treeRestore) crFile(f *image.File) (int, error) {
+	if fd, ok := t.files[f.ID]; ok {
+		return fd, nil
+	}
+	var fd int
+	var err error
+	switch f.Type {
+	case image.FilePipe:
+		ends, ok := t.pipes[f.Pipe.ID]
+		if !ok {
+			var p [2]int
+			if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+				return 0, fmt.Errorf("pipe2: %w", err)
+			}
+			ends = p
+			t.pipes[f.Pipe.ID] = ends
+			if f.Pipe.Size > 0 {
+				if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, f.Pipe.Size); err != nil {
+					return 0, fmt.Errorf("pipe size %d: %w", f.Pipe.Size, err)
+				}
+			}
+		}
+		fd = ends[0]
+		if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
+			fd = ends[1]
+		}
+		if data := f.Pipe.Data; len(data) > 0 {
+			for len(data) > 0 {
+				n, err := unix.Write(ends[1], data)
+				if err != nil {
+					return 0, fmt.Errorf("fill pipe: %w", err)
+				}
+				data = data[n:]
+			}
+		}
+		// The pipe's fds belong to t.pipes; t.files gets a dup.
+		if fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+			return 0, err
+		}
+		err = setFlags(fd, f.Flags)
+	case image.FileEventfd:
+		flags := unix.EFD_CLOEXEC
+		if f.Eventfd.Semaphore {
+			flags |= unix.EFD_SEMAPHORE
+		}
+		if fd, err = unix.Eventfd(0, flags); err != nil {
+			return 0, fmt.Errorf("eventfd: %w", err)
+		}
+		if f.Eventfd.Count > 0 {
+			if _, err = unix.Write(fd, le64(f.Eventfd.Count)); err != nil {
+				unix.Close(fd)
+				return 0, fmt.Errorf("set eventfd counter: %w", err)
+			}
+		}
+		err = setFlags(fd, f.Flags)
+	default:
+		path := f.Ident.Path
+		if f.Type == image.FileTTY {
+			path = t.tty // a shell job gets cr's terminal
+		}
+		flags := int(f.Flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
+		if fd, err = unix.Open(path, flags|unix.O_NOCTTY|unix.O_CLOEXEC, 0); err != nil {
+			return 0, fmt.Errorf("open %s: %w", path, err)
+		}
+		if f.Type == image.FileReg && f.Pos != 0 {
+			if _, err = unix.Seek(fd, f.Pos, 0); err != nil {
+				err = fmt.Errorf("seek %s to %d: %w", path, f.Pos, err)
+			}
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return 0, err
+	}
+	t.files[f.ID] = fd
+	return fd, nil
+}
+
+// setFlags sets the status flags (O_NONBLOCK, ...) of an open file.
+func setFlags(fd int, flags uint32) error {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, int(flags)); err != nil {
 		return fmt.Errorf("set flags %#o: %w", flags, err)
 	}
 	return nil
 }
 
-// fillPipe writes the saved contents into a pipe, from cr (the task's write
-// end is copied over with pidfd_getfd).
-func (r *restorer) fillPipe(wfd int, data []byte) error {
+// receive sends cr's fd crfd to the task over the fd transport (SCM_RIGHTS)
+// and returns the fd number it got there.
+func (r *restorer) receive(crfd int) (int, error) {
+	if err := unix.Sendmsg(r.t.crEnd, []byte{0}, unix.UnixRights(crfd), nil, 0); err != nil {
+		return 0, fmt.Errorf("send fd to pid %d: %w", r.task.Pid, err)
+	}
+	// struct msghdr {name, namelen, iov, iovlen, control, controllen, flags},
+	// one iovec of one byte, and room for one SCM_RIGHTS cmsg.
+	const off = 3072
+	base := r.scratch + off
+	msg := le64(0, 0, uint64(base+64), 1, uint64(base+96), 24, 0)
+	msg = append(msg, make([]byte, 64-len(msg))...)
+	msg = append(msg, le64(uint64(base+80), 1)...)
+	msg = append(msg, make([]byte, 96-len(msg)+24)...)
+	addr, err := r.put(off, msg)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := r.sys(unix.SYS_RECVMSG, uintptr(r.transport), addr, unix.MSG_CMSG_CLOEXEC); err != nil {
+		return 0, fmt.Errorf("receive fd: %w", err)
+	}
+	ctl := make([]byte, 24)
+	if _, err := r.mem.ReadAt(ctl, int64(base+96)); err != nil {
+		return 0, err
+	}
+	if int32(binary.LittleEndian.Uint32(ctl[12:])) != unix.SCM_RIGHTS {
+		return 0, fmt.Errorf("receive fd: no SCM_RIGHTS message")
+	}
+	return int(int32(binary.LittleEndian.Uint32(ctl[16:]))), nil
+}
+
+// grab copies the task's fd into cr (pidfd_getfd).
+func (r *restorer) grab(fd int) (int, error) {
 	pidfd, err := unix.PidfdOpen(r.task.Pid, 0)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer unix.Close(pidfd)
-	w, err := unix.PidfdGetfd(pidfd, wfd, 0)
+	got, err := unix.PidfdGetfd(pidfd, fd, 0)
 	if err != nil {
-		return fmt.Errorf("pidfd_getfd: %w", err)
+		return 0, fmt.Errorf("pidfd_getfd: %w", err)
 	}
-	defer unix.Close(w)
-	for len(data) > 0 {
-		n, err := unix.Write(w, data)
-		if err != nil {
-			return fmt.Errorf("fill pipe: %w", err)
-		}
-		data = data[n:]
-	}
-	return nil
+	return got, nil
 }
 
 // restoreMM sets the mm layout, auxv and exe link (PR_SET_MM_MAP).
@@ -327,11 +375,6 @@ func (r *restorer) restoreTask() error {
 		}
 		if _, err := r.sys(unix.SYS_RT_SIGACTION, uintptr(sa.Sig), addr, 0, 8); err != nil {
 			return fmt.Errorf("restore handler of signal %d: %w", sa.Sig, err)
-		}
-	}
-	if t.Sid == t.Pid && !r.opt.ShellJob {
-		if _, err := r.sys(unix.SYS_SETSID); err != nil {
-			return fmt.Errorf("setsid: %w", err)
 		}
 	}
 	for _, step := range []func() error{r.restoreMisc, r.restoreTimers, r.restoreSharedSignals} {

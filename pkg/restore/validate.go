@@ -42,41 +42,107 @@ var ErrKernelMismatch = errors.New("kernel mismatch")
 // ErrCPUMismatch says this CPU lacks register state the image uses.
 var ErrCPUMismatch = errors.New("cpu mismatch")
 
-func (r *restorer) validate() error {
-	c := r.ck
+func (t *treeRestore) validate() error {
+	c := t.ck
 	var u unix.Utsname
 	unix.Uname(&u)
 	release := strings.TrimRight(string(u.Release[:]), "\x00")
-	if c.Inventory.Kernel.Release != release && !r.opt.ForceKernel {
+	if c.Inventory.Kernel.Release != release && !t.opt.ForceKernel {
 		return fmt.Errorf("image was dumped on kernel %s, this is %s (use --force-kernel to try anyway): %w",
 			c.Inventory.Kernel.Release, release, ErrKernelMismatch)
 	}
 	if c.Inventory.CPU.Arch != "x86_64" {
 		return fmt.Errorf("image is for %s, this is x86_64: %w", c.Inventory.CPU.Arch, ErrCPUMismatch)
 	}
-	if len(c.Processes) != 1 {
-		return fmt.Errorf("image holds %d processes: restoring process trees is not supported yet", len(c.Processes))
+	root := c.Processes[0]
+	if root.Task.Pid != c.Inventory.RootPid || root.Task.Zombie {
+		return fmt.Errorf("image is inconsistent: the first process is not the root %d", c.Inventory.RootPid)
 	}
-	p := c.Processes[0]
-	if len(p.Threads) == 0 || p.Threads[0].Tid != p.Task.Pid {
-		return fmt.Errorf("image is inconsistent: the first thread of pid %d is not its main thread", p.Task.Pid)
+	if c.Inventory.Options.ShellJob && !t.opt.ShellJob {
+		return fmt.Errorf("pid %d was dumped as a shell job (it had a terminal, or its session lies outside the image): restore it with --shell-job", root.Task.Pid)
 	}
-	t := &p.Task
-	if c.Inventory.Options.ShellJob && !r.opt.ShellJob {
-		return fmt.Errorf("pid %d was dumped as a shell job (it had a terminal, or its session lies outside the image): restore it with --shell-job", t.Pid)
+	in := map[int]*image.Process{}
+	for _, p := range c.Processes {
+		in[p.Task.Pid] = p
 	}
-	if !r.opt.ShellJob {
-		if t.Sid != t.Pid {
-			return fmt.Errorf("pid %d belongs to session %d, which is not in the image (e.g. it was started from a shell): restore it with --shell-job to join cr's session", t.Pid, t.Sid)
+	for i, p := range c.Processes {
+		tk := &p.Task
+		if i > 0 {
+			parent := in[tk.Ppid]
+			if parent == nil || parent.Task.Zombie {
+				return fmt.Errorf("image is inconsistent: the parent %d of pid %d is not in it", tk.Ppid, tk.Pid)
+			}
 		}
-		if t.Pgid != t.Pid {
-			return fmt.Errorf("pid %d belongs to process group %d, which is not in the image: restore it with --shell-job to join cr's process group", t.Pid, t.Pgid)
+		if !t.opt.ShellJob {
+			if in[tk.Sid] == nil {
+				return fmt.Errorf("pid %d belongs to session %d, which is not in the image (e.g. it was started from a shell): restore it with --shell-job to join cr's session", tk.Pid, tk.Sid)
+			}
+			if in[tk.Pgid] == nil {
+				return fmt.Errorf("pid %d belongs to process group %d, which is not in the image: restore it with --shell-job to join cr's process group", tk.Pid, tk.Pgid)
+			}
+		}
+		if err := t.checkPid(tk.Pid); err != nil {
+			return err
+		}
+		if tk.Zombie {
+			continue
+		}
+		if err := t.validateProcess(p); err != nil {
+			return err
 		}
 	}
-	if len(p.Threads[0].XSave) != c.Inventory.CPU.XSaveSize {
-		return fmt.Errorf("image is inconsistent: xsave area of %d bytes, inventory says %d", len(p.Threads[0].XSave), c.Inventory.CPU.XSaveSize)
+	// Open files are reopened by path; they may have changed (as in the
+	// original checkpoint/restart demo), but must exist.
+	for _, f := range c.Files {
+		switch f.Type {
+		case image.FilePipe, image.FileEventfd, image.FileEpoll:
+			continue // made anew, nothing to find on disk
+		}
+		if f.Type == image.FileTTY {
+			if t.tty == "" {
+				tty, err := ownTerminal()
+				if err != nil {
+					return fmt.Errorf("fd of file %d was the terminal %s: %w", f.ID, f.Ident.Path, err)
+				}
+				t.tty = tty
+			}
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(f.Ident.Path, &st); err != nil {
+			return fmt.Errorf("open file %s (file %d): %w", f.Ident.Path, f.ID, err)
+		}
+		if st.Mode&unix.S_IFMT != f.Ident.Mode&unix.S_IFMT {
+			return &ChangedFileError{f.Ident.Path, "it is a different kind of file now"}
+		}
+		if f.Type == image.FileChr && st.Rdev != f.Rdev {
+			return &ChangedFileError{f.Ident.Path, fmt.Sprintf("device %d:%d is now %d:%d", unix.Major(f.Rdev), unix.Minor(f.Rdev), unix.Major(st.Rdev), unix.Minor(st.Rdev))}
+		}
+		if f.Type == image.FileReg && (st.Ino != f.Ident.Ino || st.Size != f.Ident.Size || st.Mtim.Nano() != f.Ident.MtimeNs) {
+			t.logf("note: open file %s changed since the dump; it is reopened as it is now", f.Ident.Path)
+		}
 	}
-	if err := checkCreds(&t.Creds); err != nil {
+	return nil
+}
+
+// validateProcess checks one live process of the image.
+func (t *treeRestore) validateProcess(p *image.Process) error {
+	c := t.ck
+	tk := &p.Task
+	if len(p.Threads) == 0 || p.Threads[0].Tid != tk.Pid {
+		return fmt.Errorf("image is inconsistent: the first thread of pid %d is not its main thread", tk.Pid)
+	}
+	for _, th := range p.Threads {
+		if len(th.XSave) != c.Inventory.CPU.XSaveSize {
+			return fmt.Errorf("image is inconsistent: xsave area of %d bytes, inventory says %d", len(th.XSave), c.Inventory.CPU.XSaveSize)
+		}
+		if th.Tid != tk.Pid {
+			if err := t.checkPid(th.Tid); err != nil {
+				return err
+			}
+		}
+	}
+	if err := checkCreds(&tk.Creds); err != nil {
 		return err
 	}
 	// Files the address space maps must be exactly what was dumped.
@@ -93,43 +159,12 @@ func (r *restorer) validate() error {
 			return err
 		}
 	}
-	// Open files are reopened by path; they may have changed (as in the
-	// original checkpoint/restart demo), but must exist.
-	for _, f := range c.Files {
-		switch f.Type {
-		case image.FilePipe, image.FileEventfd, image.FileEpoll:
-			continue // made anew, nothing to find on disk
-		}
-		if f.Type == image.FileTTY {
-			if r.tty == "" {
-				tty, err := ownTerminal()
-				if err != nil {
-					return fmt.Errorf("fd of file %d was the terminal %s: %w", f.ID, f.Ident.Path, err)
-				}
-				r.tty = tty
-			}
-			continue
-		}
-		var st unix.Stat_t
-		if err := unix.Stat(f.Ident.Path, &st); err != nil {
-			return fmt.Errorf("open file %s (file %d): %w", f.Ident.Path, f.ID, err)
-		}
-		if st.Mode&unix.S_IFMT != f.Ident.Mode&unix.S_IFMT {
-			return &ChangedFileError{f.Ident.Path, "it is a different kind of file now"}
-		}
-		if f.Type == image.FileChr && st.Rdev != f.Rdev {
-			return &ChangedFileError{f.Ident.Path, fmt.Sprintf("device %d:%d is now %d:%d", unix.Major(f.Rdev), unix.Minor(f.Rdev), unix.Major(st.Rdev), unix.Minor(st.Rdev))}
-		}
-		if f.Type == image.FileReg && (st.Ino != f.Ident.Ino || st.Size != f.Ident.Size || st.Mtim.Nano() != f.Ident.MtimeNs) {
-			r.logf("note: open file %s changed since the dump; it is reopened as it is now", f.Ident.Path)
-		}
-	}
 	for _, x := range []*image.FileIdent{&p.FS.Cwd, &p.FS.Root} {
 		if _, err := os.Stat(x.Path); err != nil {
 			return fmt.Errorf("directory %s: %w", x.Path, err)
 		}
 	}
-	return r.checkPid(t.Pid)
+	return nil
 }
 
 func checkIdent(id *image.FileIdent, what string) error {
@@ -149,8 +184,8 @@ func checkIdent(id *image.FileIdent, what string) error {
 }
 
 // checkPid makes sure pid is free, waiting a bounded time for a zombie.
-func (r *restorer) checkPid(pid int) error {
-	deadline := time.Now().Add(r.opt.PidWait)
+func (t *treeRestore) checkPid(pid int) error {
+	deadline := time.Now().Add(t.opt.PidWait)
 	for {
 		st, err := procfs.ReadStat(pid)
 		if err != nil {

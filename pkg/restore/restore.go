@@ -1,10 +1,10 @@
 package restore
 
 import (
-	"github.com/cr-tools/cr/pkg/procfs"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/cr-tools/cr/pkg/procfs"
 	"io"
 	"os"
 	"os/exec"

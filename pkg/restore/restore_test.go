@@ -64,8 +64,8 @@ func look(t *testing.T, pid int) outside {
 				}
 			}
 		}
-		if strings.HasSuffix(l, "/log") {
-			pos = "(log)" // the fixture's own output may grow meanwhile
+		if strings.HasSuffix(l, "/log") || strings.HasSuffix(l, "/shared.txt") {
+			pos = "(moving)" // written by the fixture all the time
 		}
 		o.fds[e.Name()] = fmt.Sprintf("%s pos=%s flags=%s", l, pos, flags)
 	}
@@ -156,6 +156,7 @@ func roundTrip(t *testing.T, bin string, args ...string) (*testutil.Proc, string
 	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill() // dumped and killed: make sure it is reaped
+	reapTree(t, dir)
 
 	res, err := restore.Run(restore.Options{Dir: dir})
 	require.NoError(t, err)
@@ -399,4 +400,38 @@ func TestRoundTripSleep(t *testing.T) {
 	require.NoError(t, syscall.Kill(res.Pid, syscall.SIGTERM))
 	ws := q.Wait(t, 5*time.Second)
 	require.Equal(t, syscall.SIGTERM, ws.Signal())
+}
+
+// TestRoundTripTree: a parent with a child in its group that shares an open
+// file and a pipe with it, a child in its own group, and a zombie.
+func TestRoundTripTree(t *testing.T) {
+	q, dir := roundTrip(t, testutil.BuildC(t, "family"))
+	ck, err := image.Load(dir)
+	require.NoError(t, err)
+	require.Len(t, ck.Processes, 4, "the parent, two children and a zombie")
+	for _, k := range []string{"a", "b", "z"} {
+		pid := q.IntInfo(t, k)
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		require.NoError(t, err, "child %s (%d) exists with its pid", k, pid)
+		f := strings.Fields(string(st)[strings.LastIndexByte(string(st), ')')+2:])
+		require.Equal(t, strconv.Itoa(q.Pid), f[1], "child %s's parent", k)
+		if k == "z" {
+			require.Equal(t, "Z", f[0], "the zombie is a zombie again")
+		}
+	}
+	for i := 0; i < 3; i++ {
+		q.Check(t)
+	}
+	require.Equal(t, 0, q.Stop(t))
+}
+
+// reapTree reaps the dumped (and killed) descendants of a fixture: they were
+// reparented to the test process, a child subreaper, and hold their pids
+// until reaped.
+func reapTree(t *testing.T, dir string) {
+	ck, err := image.Load(dir)
+	require.NoError(t, err)
+	for _, pid := range ck.Inventory.Pids[1:] {
+		testutil.Reap(pid, 2*time.Second)
+	}
 }

@@ -435,3 +435,97 @@ func reapTree(t *testing.T, dir string) {
 		testutil.Reap(pid, 2*time.Second)
 	}
 }
+
+// startShell runs bash -c script in dir, as a session leader with
+// /dev/null for stdin, stdout and stderr.
+func startShell(t *testing.T, dir, script string) *testutil.Proc {
+	testutil.RequireRoot(t)
+	bash, err := exec.LookPath("bash")
+	require.NoError(t, err)
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer null.Close()
+	pid, err := syscall.ForkExec(bash, []string{"bash", "-c", script}, &syscall.ProcAttr{
+		Dir: dir, Env: []string{"PATH=/usr/bin:/bin"}, Files: []uintptr{null.Fd(), null.Fd(), null.Fd()},
+		Sys: &syscall.SysProcAttr{Setsid: true},
+	})
+	require.NoError(t, err)
+	return testutil.Adopt(t, pid, dir)
+}
+
+// numbers reads a file of one number per line and checks they count up
+// from 1 without a gap or a repeat; it returns the last.
+func numbers(t *testing.T, path string) int {
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	lines := strings.Fields(string(b))
+	for i, l := range lines {
+		require.Equal(t, strconv.Itoa(i+1), l, "line %d of %s", i+1, path)
+	}
+	return len(lines)
+}
+
+func waitNumbers(t *testing.T, path string, atLeast int) int {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if b, err := os.ReadFile(path); err == nil && len(strings.Fields(string(b))) >= atLeast {
+			return numbers(t, path)
+		}
+		require.True(t, time.Now().Before(deadline), "%s never reached %d lines", path, atLeast)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// dumpRestoreShell dumps the shell's tree (killing it), restores it and
+// returns the restored root.
+func dumpRestoreShell(t *testing.T, p *testutil.Proc) *testutil.Proc {
+	img := filepath.Join(t.TempDir(), "img")
+	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: img})
+	require.NoError(t, err)
+	p.Kill()
+	reapTree(t, img)
+	res, err := restore.Run(restore.Options{Dir: img})
+	require.NoError(t, err)
+	require.Equal(t, p.Pid, res.Pid)
+	return testutil.Adopt(t, res.Pid, p.Dir)
+}
+
+// TestRoundTripBashLoop: a shell loop that forks sleep; the counter goes on
+// from where it was, without a gap or a repeat.
+func TestRoundTripBashLoop(t *testing.T) {
+	dir := t.TempDir()
+	p := startShell(t, dir, `i=0; while :; do i=$((i+1)); echo $i >> f; sleep 0.1; done`)
+	n := waitNumbers(t, filepath.Join(dir, "f"), 3)
+	q := dumpRestoreShell(t, p)
+	waitNumbers(t, filepath.Join(dir, "f"), n+5)
+	require.True(t, q.Alive())
+	killGroup(q)
+}
+
+// TestRoundTripPipeline: producer | consumer, dumped through their common
+// parent; nothing lost or repeated in the pipe.
+func TestRoundTripPipeline(t *testing.T) {
+	dir := t.TempDir()
+	p := startShell(t, dir, `i=0; while :; do i=$((i+1)); echo $i; sleep 0.01; done | while read x; do echo $x >> out; done`)
+	n := waitNumbers(t, filepath.Join(dir, "out"), 20)
+	q := dumpRestoreShell(t, p)
+	waitNumbers(t, filepath.Join(dir, "out"), n+50)
+	require.True(t, q.Alive())
+	killGroup(q)
+}
+
+// killGroup kills the restored shell's whole process group and reaps what
+// it can (the rest, reparented to the test process, is reaped at the end).
+func killGroup(q *testutil.Proc) {
+	syscall.Kill(-q.Pid, syscall.SIGKILL)
+	q.Kill()
+	for i := 0; i < 50; i++ {
+		var ws syscall.WaitStatus
+		if pid, _ := syscall.Wait4(-q.Pid, &ws, syscall.WNOHANG, nil); pid <= 0 {
+			if pid < 0 {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}

@@ -146,9 +146,15 @@ func cmdShow(args []string) error {
 		return err
 	}
 	for _, p := range c.Processes {
+		if p.Task.Zombie {
+			continue
+		}
 		if err := image.VerifyPages(*dir, p); err != nil {
 			return err
 		}
+	}
+	if err := image.VerifyShmem(*dir, c.Shmem); err != nil {
+		return err
 	}
 	if *js {
 		return image.WriteJSON(os.Stdout, c)

@@ -27,6 +27,7 @@ type tree struct {
 	procs   []*dumper       // live processes, parents before children
 	zombies []image.Process // processes that had exited but were not reaped
 	order   []int           // every pid, parents before children
+	shmem   []image.Shmem
 }
 
 func (t *tree) logf(format string, args ...any) {
@@ -97,10 +98,13 @@ func (t *tree) run() (res *Result, err error) {
 		}
 		pages += n
 	}
+	if err := t.dumpShmem(w); err != nil {
+		return nil, err
+	}
 	ptime := time.Since(pstart)
 	t.logf("saved %d pages (%d MiB) in %v", pages, pages*image.PageSize>>20, ptime)
 
-	ck := &image.Checkpoint{Inventory: t.inventory(), Files: t.files.Files}
+	ck := &image.Checkpoint{Inventory: t.inventory(), Files: t.files.Files, Shmem: t.shmem}
 	byPid := map[int]*image.Process{}
 	for _, p := range t.procs {
 		byPid[p.pid] = &p.proc
@@ -292,4 +296,55 @@ func (d *dumper) dumpPages(w *image.Writer) (uint64, error) {
 		pages += r.Pages
 	}
 	return pages, nil
+}
+
+// dumpShmem saves every shared memory object (MAP_SHARED anonymous memory,
+// memfds) once, however many processes map or hold it.
+func (t *tree) dumpShmem(w *image.Writer) error {
+	sources := map[uint64]memdump.ShmemSource{}
+	var ids []uint64
+	add := func(id uint64, path string) error {
+		if _, ok := sources[id]; ok {
+			return nil
+		}
+		name, err := os.Readlink(path)
+		if err != nil {
+			return err
+		}
+		sources[id] = memdump.ShmemSource{Path: path, Name: name}
+		ids = append(ids, id)
+		return nil
+	}
+	for _, p := range t.procs {
+		for _, v := range p.proc.VMAs {
+			if v.Shmem != 0 {
+				if err := add(v.Shmem, fmt.Sprintf("/proc/%d/map_files/%x-%x", p.pid, v.Start, v.End)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, f := range t.files.Files {
+		if f.Type == image.FileMemfd {
+			pid, fd := t.files.Owner(f.ID)
+			if err := add(f.Shmem, fmt.Sprintf("/proc/%d/fd/%d", pid, fd)); err != nil {
+				return err
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	pw, err := w.PagesNamed(image.ShmemPagesFile)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		sh, err := memdump.DumpShmem(id, sources[id], pw)
+		if err != nil {
+			return err
+		}
+		t.shmem = append(t.shmem, sh)
+	}
+	return nil
 }

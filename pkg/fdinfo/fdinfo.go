@@ -334,6 +334,11 @@ func readOne(pid, fd int, allowTTY bool) (Entry, error) {
 	var st unix.Stat_t
 	switch id.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
+		if strings.HasPrefix(target, "/memfd:") {
+			e.File.Type = image.FileMemfd
+			e.File.Shmem = id.Ino
+			break
+		}
 		if strings.HasSuffix(target, " (deleted)") {
 			return e, &UnsupportedError{fd, "the deleted file " + strings.TrimSuffix(target, " (deleted)")}
 		}

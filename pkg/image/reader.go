@@ -36,6 +36,14 @@ func Load(dir string) (*Checkpoint, error) {
 	}
 	ids := map[int]bool{}
 	for _, r := range recs {
+		if r.Tag == TagShmem {
+			var sh Shmem
+			if err := unmarshal(FilesFile, r, &sh); err != nil {
+				return nil, err
+			}
+			c.Shmem = append(c.Shmem, sh)
+			continue
+		}
 		var f File
 		if err := expect(FilesFile, r, TagFile, &f); err != nil {
 			return nil, err
@@ -211,8 +219,10 @@ func pagesFileSize(dir string, pid int) (int64, error) {
 }
 
 // OpenPages opens pages-PID.img and checks its header.
-func OpenPages(dir string, pid int) (*os.File, error) {
-	name := PagesFile(pid)
+func OpenPages(dir string, pid int) (*os.File, error) { return OpenPagesNamed(dir, PagesFile(pid)) }
+
+// OpenPagesNamed opens a pages file and checks its header.
+func OpenPagesNamed(dir, name string) (*os.File, error) {
 	f, err := os.Open(filepath.Join(dir, name))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -265,6 +275,50 @@ func VerifyPages(dir string, p *Process) error {
 		if crc != r.CRC {
 			return &FormatError{PagesFile(p.Task.Pid), int64(r.Offset), fmt.Sprintf("checksum mismatch in the pages of %#x (+%d pages)", r.Addr, r.Pages)}
 		}
+	}
+	return nil
+}
+
+// VerifyShmem checks the shared memory objects' runs against
+// shmem-pages.img: contiguous offsets, the file's size, every run's CRC.
+func VerifyShmem(dir string, objs []Shmem) error {
+	if len(objs) == 0 {
+		return nil
+	}
+	f, err := OpenPagesNamed(dir, ShmemPagesFile)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	next := uint64(PageSize)
+	buf := make([]byte, 1<<20)
+	for _, sh := range objs {
+		for _, r := range sh.Runs {
+			if r.Offset != next || r.Pages == 0 || r.Pages > (1<<40) || r.Addr%PageSize != 0 || int64(r.Addr+r.Pages*PageSize) > (sh.Size+PageSize-1)&^(PageSize-1) {
+				return &FormatError{FilesFile, 0, fmt.Sprintf("bad run of shared memory object %d", sh.ID)}
+			}
+			crc := uint32(0)
+			for off, left := int64(r.Offset), int64(r.Pages*PageSize); left > 0; {
+				n := min(int64(len(buf)), left)
+				if _, err := f.ReadAt(buf[:n], off); err != nil {
+					return &FormatError{ShmemPagesFile, off, "file is cut short"}
+				}
+				crc = UpdateCRC(crc, buf[:n])
+				off += n
+				left -= n
+			}
+			if crc != r.CRC {
+				return &FormatError{ShmemPagesFile, int64(r.Offset), fmt.Sprintf("checksum mismatch in shared memory object %d", sh.ID)}
+			}
+			next += r.Pages * PageSize
+		}
+	}
+	if uint64(st.Size()) != next {
+		return &FormatError{ShmemPagesFile, st.Size(), fmt.Sprintf("file has %d bytes, the runs describe %d", st.Size(), next)}
 	}
 	return nil
 }

@@ -49,6 +49,7 @@ const (
 	TagFile      Tag = 7
 	TagFd        Tag = 8
 	TagFS        Tag = 9
+	TagShmem     Tag = 10
 )
 
 // Inventory is the first thing a reader looks at: who wrote the image, on
@@ -316,6 +317,7 @@ type VMA struct {
 	Pgoff   uint64     `json:"pgoff"` // file offset in bytes
 	File    *FileIdent `json:"file,omitempty"`
 	Special string     `json:"special,omitempty"`  // vdso, vvar, vvar_vclock, heap, stack
+	Shmem   uint64     `json:"shmem,omitempty"`    // id of the shared memory object mapped (MAP_SHARED anonymous or memfd)
 	VmFlags []string   `json:"vm_flags,omitempty"` // smaps VmFlags, for information and checks
 }
 
@@ -351,6 +353,7 @@ const (
 	FilePipe    = "pipe"
 	FileEventfd = "eventfd"
 	FileEpoll   = "epoll"
+	FileMemfd   = "memfd" // Shmem names the object
 )
 
 // File is one open file description (files.img, TagFile); fds refer to it
@@ -363,6 +366,7 @@ type File struct {
 	Ident FileIdent `json:"ident"`
 	Rdev  uint64    `json:"rdev,omitempty"` // character devices
 
+	Shmem   uint64        `json:"shmem,omitempty"` // FileMemfd: the object
 	Pipe    *Pipe         `json:"pipe,omitempty"`
 	Eventfd *Eventfd      `json:"eventfd,omitempty"`
 	Epoll   []EpollTarget `json:"epoll,omitempty"`
@@ -414,12 +418,34 @@ type Process struct {
 	FS      FS        `json:"fs"`
 }
 
+// Shared memory object kinds.
+const (
+	ShmemAnon  = "anon"  // MAP_SHARED|MAP_ANONYMOUS ("/dev/zero (deleted)")
+	ShmemMemfd = "memfd" // memfd_create(2)
+)
+
+// Shmem is a shared memory object (files.img, TagShmem): mapped by one or
+// more processes, or open as a memfd; its contents are saved once, in
+// shmem-pages.img, as runs whose Addr is the offset in the object.
+type Shmem struct {
+	ID    uint64    `json:"id"` // inode number at dump time
+	Kind  string    `json:"kind"`
+	Name  string    `json:"name,omitempty"` // memfd name
+	Size  int64     `json:"size"`
+	Seals int       `json:"seals,omitempty"` // F_GET_SEALS of a memfd
+	Runs  []PageRun `json:"runs,omitempty"`
+}
+
 // Checkpoint is a whole image in memory, apart from the pages.
 type Checkpoint struct {
 	Inventory Inventory  `json:"inventory"`
 	Processes []*Process `json:"processes"`
 	Files     []File     `json:"files"`
+	Shmem     []Shmem    `json:"shmem,omitempty"`
 }
+
+// ShmemPagesFile holds the contents of every shared memory object.
+const ShmemPagesFile = "shmem-pages.img"
 
 // File names in an image directory.
 const InventoryFile = "inventory.img"

@@ -95,6 +95,9 @@ func (w *Writer) WriteMeta(c *Checkpoint) error {
 		for i := range c.Files {
 			e.put(TagFile, &c.Files[i])
 		}
+		for i := range c.Shmem {
+			e.put(TagShmem, &c.Shmem[i])
+		}
 	}); err != nil {
 		return err
 	}
@@ -145,8 +148,11 @@ type PagesWriter struct {
 }
 
 // Pages creates pages-PID.img and writes its header page.
-func (w *Writer) Pages(pid int) (*PagesWriter, error) {
-	f, err := w.create(PagesFile(pid))
+func (w *Writer) Pages(pid int) (*PagesWriter, error) { return w.PagesNamed(PagesFile(pid)) }
+
+// PagesNamed creates a pages file of another name (shmem-pages.img).
+func (w *Writer) PagesNamed(name string) (*PagesWriter, error) {
+	f, err := w.create(name)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +160,7 @@ func (w *Writer) Pages(pid int) (*PagesWriter, error) {
 	hdr := make([]byte, PageSize)
 	copy(hdr, header(KindPages))
 	if _, err := f.Write(hdr); err != nil {
-		return nil, fmt.Errorf("write %s: %w", PagesFile(pid), err)
+		return nil, fmt.Errorf("write %s: %w", name, err)
 	}
 	return &PagesWriter{f: f, off: PageSize}, nil
 }

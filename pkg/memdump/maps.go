@@ -164,6 +164,9 @@ func VMAs(pid int, maps []Mapping) ([]image.VMA, error) {
 			return nil, &UnsupportedError{fmt.Sprintf("%s is shared anonymous memory", where)}
 		case m.Inode == 0 && m.Path != "":
 			return nil, &UnsupportedError{fmt.Sprintf("%s maps %s", where, m.Path)}
+		case m.Inode != 0 && (strings.HasPrefix(m.Path, "/dev/zero (deleted)") || strings.HasPrefix(m.Path, "/memfd:")):
+			// Shared anonymous memory, or a memfd: saved once per object.
+			v.Shmem = m.Inode
 		case m.Inode != 0:
 			if strings.HasSuffix(m.Path, " (deleted)") {
 				return nil, &UnsupportedError{fmt.Sprintf("%s maps the deleted file %s", where, strings.TrimSuffix(m.Path, " (deleted)"))}

@@ -35,6 +35,8 @@ type Run struct {
 
 // SavesPages reports whether a VMA's pages are saved at all.
 func SavesPages(v *image.VMA) bool {
+	// (A private mapping of a shared memory object saves its own
+	// copy-on-write pages like any private file mapping.)
 	return !v.Has(image.VMAShared) && v.Special != image.SpecialVdso &&
 		v.Special != image.SpecialVvar && v.Special != image.SpecialVvarVclock
 }

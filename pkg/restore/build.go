@@ -295,7 +295,18 @@ func (r *restorer) mapVMAs() error {
 			flags |= unix.MAP_GROWSDOWN
 		}
 		fd := ^uintptr(0)
-		if v.File != nil {
+		if v.Shmem != 0 {
+			obj, err := r.t.crShmem(v.Shmem)
+			if err != nil {
+				return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
+			}
+			f, err := r.receive(obj)
+			if err != nil {
+				return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
+			}
+			fds[fmt.Sprintf("shmem:%d:%d", v.Shmem, i)] = f
+			fd = uintptr(f)
+		} else if v.File != nil {
 			mode := unix.O_RDONLY
 			if v.Has(image.VMAShared) && hasVmFlag(v, "mw") {
 				mode = unix.O_RDWR

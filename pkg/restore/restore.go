@@ -62,7 +62,7 @@ func Run(opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &treeRestore{opt: opt, ck: ck, byPid: map[int]*restorer{}, files: map[int]int{}, pipes: map[uint64][2]int{}}
+	t := &treeRestore{opt: opt, ck: ck, byPid: map[int]*restorer{}, files: map[int]int{}, pipes: map[uint64][2]int{}, shmem: map[uint64]int{}}
 	defer t.closeFiles()
 	if err := t.validate(); err != nil {
 		return nil, err
@@ -79,6 +79,9 @@ func Run(opt Options) (*Result, error) {
 			if err = image.VerifyPages(dir, p); err != nil {
 				break
 			}
+		}
+		if err == nil {
+			err = image.VerifyShmem(dir, ck.Shmem)
 		}
 		verified <- err
 	}()
@@ -102,6 +105,7 @@ type treeRestore struct {
 	crEnd int               // cr's end of the fd transport (SCM_RIGHTS)
 	files map[int]int       // file id -> cr's own fd of that open file description
 	pipes map[uint64][2]int // pipe id -> cr's fds of both ends
+	shmem map[uint64]int    // shared memory object id -> cr's fd of it
 }
 
 type restorer struct {
@@ -265,6 +269,9 @@ func (t *treeRestore) closeFiles() {
 	for _, p := range t.pipes {
 		unix.Close(p[0])
 		unix.Close(p[1])
+	}
+	for _, fd := range t.shmem {
+		unix.Close(fd)
 	}
 }
 

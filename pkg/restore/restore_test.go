@@ -529,3 +529,19 @@ func killGroup(q *testutil.Proc) {
 		}
 	}
 }
+
+// TestRoundTripSharedMemory: MAP_SHARED anonymous memory and a memfd shared
+// by a parent and its child, saved once and shared again after restore.
+func TestRoundTripSharedMemory(t *testing.T) {
+	q, dir := roundTrip(t, testutil.BuildC(t, "shm"))
+	ck, err := image.Load(dir)
+	require.NoError(t, err)
+	require.Len(t, ck.Shmem, 2, "one object each for the shared memory and the memfd")
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", q.IntInfo(t, "c")))
+	require.NoError(t, err)
+	require.Contains(t, string(maps), "/dev/zero (deleted)")
+	require.Contains(t, string(maps), "/memfd:crtest (deleted)")
+	q.Check(t)
+	q.Check(t)
+	require.Equal(t, 0, q.Stop(t))
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/cr-tools/cr/pkg/image"
 	"golang.org/x/sys/unix"
@@ -246,6 +247,18 @@ func (t *treeRestore) crFile(f *image.File) (int, error) {
 			}
 		}
 		err = setFlags(fd, f.Flags)
+	case image.FileMemfd:
+		obj, err := t.crShmem(f.Shmem)
+		if err != nil {
+			return 0, err
+		}
+		// A description of its own: reopen the object through /proc.
+		if fd, err = unix.Open(fmt.Sprintf("/proc/self/fd/%d", obj), int(f.Flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC)|unix.O_CLOEXEC, 0); err != nil {
+			return 0, fmt.Errorf("reopen memfd: %w", err)
+		}
+		if f.Pos != 0 {
+			_, err = unix.Seek(fd, f.Pos, 0)
+		}
 	default:
 		path := f.Ident.Path
 		if f.Type == image.FileTTY {
@@ -266,6 +279,81 @@ func (t *treeRestore) crFile(f *image.File) (int, error) {
 		return 0, err
 	}
 	t.files[f.ID] = fd
+	return fd, nil
+}
+
+// crShmem returns cr's fd of a shared memory object, making it (with its
+// contents) the first time: MAP_SHARED anonymous memory is made the way the
+// process made it, so that /proc/PID/maps shows "/dev/zero (deleted)"
+// again: cr maps it itself and keeps the object through map_files.
+func (t *treeRestore) crShmem(id uint64) (int, error) {
+	if fd, ok := t.shmem[id]; ok {
+		return fd, nil
+	}
+	var sh *image.Shmem
+	for i := range t.ck.Shmem {
+		if t.ck.Shmem[i].ID == id {
+			sh = &t.ck.Shmem[i]
+		}
+	}
+	if sh == nil {
+		return 0, fmt.Errorf("image is inconsistent: no shared memory object %d", id)
+	}
+	var fd int
+	var err error
+	switch sh.Kind {
+	case image.ShmemMemfd:
+		if fd, err = unix.MemfdCreate(sh.Name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING); err != nil {
+			return 0, fmt.Errorf("memfd_create: %w", err)
+		}
+		if err = unix.Ftruncate(fd, sh.Size); err != nil {
+			unix.Close(fd)
+			return 0, err
+		}
+	default:
+		size := max(int(sh.Size), pageSize)
+		m, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS)
+		if err != nil {
+			return 0, fmt.Errorf("shared memory: %w", err)
+		}
+		start := uintptr(unsafe.Pointer(&m[0]))
+		fd, err = unix.Open(fmt.Sprintf("/proc/self/map_files/%x-%x", start, start+uintptr(size)), unix.O_RDWR|unix.O_CLOEXEC, 0)
+		unix.Munmap(m)
+		if err != nil {
+			return 0, fmt.Errorf("shared memory object: %w", err)
+		}
+	}
+	t.shmem[id] = fd
+	if len(sh.Runs) > 0 {
+		src, err := image.OpenPagesNamed(t.opt.Dir, image.ShmemPagesFile)
+		if err != nil {
+			return 0, err
+		}
+		defer src.Close()
+		buf := make([]byte, 1<<20)
+		for _, r := range sh.Runs {
+			for done := uint64(0); done < r.Pages*pageSize; {
+				n := min(uint64(len(buf)), r.Pages*pageSize-done)
+				if _, err := src.ReadAt(buf[:n], int64(r.Offset+done)); err != nil {
+					return 0, err
+				}
+				// Never grow the object past its size with the last page.
+				w := buf[:n]
+				if end := int64(r.Addr + done + n); end > sh.Size {
+					w = w[:max(0, int64(n)-(end-sh.Size))]
+				}
+				if _, err := unix.Pwrite(fd, w, int64(r.Addr+done)); err != nil {
+					return 0, fmt.Errorf("fill shared memory: %w", err)
+				}
+				done += n
+			}
+		}
+	}
+	if sh.Seals != 0 {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, sh.Seals); err != nil {
+			return 0, fmt.Errorf("memfd seals %#x: %w", sh.Seals, err)
+		}
+	}
 	return fd, nil
 }
 

@@ -8,8 +8,9 @@
  *   priv:   16 MiB private anonymous memory filled before the fork, so C
  *           has the same pages (copy-on-write) and never writes them.
  * A check: C's counter in the shared memory keeps moving (the mapping is
- * shared again), every pattern is intact in P, the memfd's offset is 100
- * and pread through the fd agrees with the mapping.
+ * shared again), every pattern is intact in P and (asked through the shared
+ * memory) in C, the memfd's offset is 100 and pread through the fd agrees
+ * with the mapping.
  */
 #include "fixture.h"
 #include <sys/mman.h>
@@ -36,6 +37,13 @@ static void verify(void)
 	uint64_t w = 0;
 	CHECK(pread(mfd, &w, 8, 8) == 8 && w == ((uint64_t *)mem)[1], "pread of the memfd");
 	CHECK(kill(c, 0) == 0, "C is gone");
+	/* Ask C to check its own copy of priv: shared[2] request, [3] ack, [4] result. */
+	uint64_t req = shared[2] + 1;
+	shared[2] = req;
+	for (int i = 0; i < 2000 && shared[3] != req; i++)
+		sleep_ms(1);
+	CHECK(shared[3] == req, "C did not answer");
+	CHECK(shared[4] == 0, "C's private pattern is broken");
 }
 
 int main(int argc, char **argv)
@@ -59,6 +67,10 @@ int main(int argc, char **argv)
 		signal(SIGUSR2, SIG_DFL);
 		for (;;) {
 			shared[0]++;
+			if (shared[2] != shared[3]) {
+				shared[4] = check_pattern(priv, PRIV, 23) >= 0;
+				shared[3] = shared[2];
+			}
 			sleep_ms(2);
 		}
 	}

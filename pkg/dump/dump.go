@@ -61,6 +61,8 @@ type dumper struct {
 	proc    image.Process
 	scratch uintptr // a page of scratch memory in the task while collecting
 	stat    *procfs.Stat
+
+	parentInTree bool // its parent is dumped too (so pages may be shared with it)
 }
 
 // thread is one seized thread of the target.

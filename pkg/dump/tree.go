@@ -156,7 +156,7 @@ func (t *tree) seizeTree() error {
 			t.order = append(t.order, pid)
 			continue
 		}
-		d := &dumper{opt: t.opt, pid: pid, tr: t.tr, files: t.files, stat: st}
+		d := &dumper{opt: t.opt, pid: pid, tr: t.tr, files: t.files, stat: st, parentInTree: pid != t.pid}
 		if err := d.seizeAll(); err != nil {
 			if pid != t.pid {
 				return fmt.Errorf("child process %d: %w", pid, err)
@@ -287,6 +287,13 @@ func (d *dumper) dumpPages(w *image.Writer) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("scan pages of pid %d: %w", d.pid, err)
 	}
+	var shared []memdump.Run
+	if d.parentInTree {
+		// Pages still shared copy-on-write with the parent are saved there.
+		if runs, shared, err = memdump.SplitShared(d.pid, d.stat.Ppid, runs, d.proc.VMAs); err != nil {
+			return 0, fmt.Errorf("compare pages of pid %d with its parent: %w", d.pid, err)
+		}
+	}
 	d.proc.PageMap, err = memdump.DumpPages(d.pid, runs, d.proc.VMAs, pw, memdump.DumpOptions{})
 	if err != nil {
 		return 0, err
@@ -294,6 +301,12 @@ func (d *dumper) dumpPages(w *image.Writer) (uint64, error) {
 	var pages uint64
 	for _, r := range d.proc.PageMap {
 		pages += r.Pages
+	}
+	if len(shared) > 0 {
+		for _, r := range shared {
+			d.proc.PageMap = append(d.proc.PageMap, image.PageRun{Addr: r.Addr, Pages: r.Pages, InParent: true})
+		}
+		sort.Slice(d.proc.PageMap, func(i, j int) bool { return d.proc.PageMap[i].Addr < d.proc.PageMap[j].Addr })
 	}
 	return pages, nil
 }

@@ -138,6 +138,15 @@ func loadProcess(dir string, pid int, fileIDs map[int]bool) (*Process, error) {
 		}
 		// Runs are in ascending address order, do not overlap and do not
 		// wrap around the address space (which also keeps next from wrapping).
+		if pr.InParent {
+			if pr.Pages == 0 || pr.Addr%PageSize != 0 || pr.Pages > (1<<52)/PageSize || pr.Addr < prevRunEnd ||
+				!insideVMA(p.VMAs, pr.Addr, pr.Addr+pr.Pages*PageSize) {
+				return nil, &FormatError{name, r.Offset, fmt.Sprintf("bad page run at %#x", pr.Addr)}
+			}
+			prevRunEnd = pr.Addr + pr.Pages*PageSize
+			p.PageMap = append(p.PageMap, pr)
+			continue
+		}
 		if pr.Pages == 0 || pr.Addr%PageSize != 0 || pr.Offset != next || pr.Pages > (1<<52)/PageSize ||
 			pr.Addr < prevRunEnd || pr.Addr+pr.Pages*PageSize <= pr.Addr {
 			return nil, &FormatError{name, r.Offset, fmt.Sprintf("bad page run at %#x", pr.Addr)}
@@ -257,6 +266,9 @@ func VerifyPages(dir string, p *Process) error {
 	defer f.Close()
 	buf := make([]byte, 4<<20)
 	for _, r := range p.PageMap {
+		if r.InParent {
+			continue
+		}
 		crc := uint32(0)
 		left := int64(r.Pages * PageSize)
 		off := int64(r.Offset)

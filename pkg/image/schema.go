@@ -340,6 +340,11 @@ type PageRun struct {
 	Pages  uint64 `json:"pages"`  // number of pages
 	Offset uint64 `json:"offset"` // byte offset in pages-PID.img
 	CRC    uint32 `json:"crc32c"` // CRC-32C of the run's bytes
+	// InParent: the pages are the parent's, shared copy-on-write since a
+	// fork and never written by either; they are not stored again. Offset
+	// and CRC are 0; the parent's page map (maybe pointing further up) has
+	// the data for the same addresses.
+	InParent bool `json:"in_parent,omitempty"`
 }
 
 // File types.

@@ -1,6 +1,7 @@
 package memdump
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"unsafe"
@@ -31,6 +32,9 @@ type pageRegion struct{ Start, End, Categories uint64 }
 type Run struct {
 	Addr  uint64
 	Pages uint64
+	// Shared: the pages are mapped by another process too (copy-on-write
+	// after a fork), so they must not be read with process_vm_readv.
+	Shared bool
 }
 
 // SavesPages reports whether a VMA's pages are saved at all.
@@ -125,7 +129,7 @@ func splitAtVMAs(runs []Run, vmas []image.VMA) []Run {
 			end := r.Addr + r.Pages*image.PageSize
 			if j < len(vmas) && vmas[j].End < end {
 				n := (vmas[j].End - r.Addr) / image.PageSize
-				out = append(out, Run{r.Addr, n})
+				out = append(out, Run{Addr: r.Addr, Pages: n, Shared: r.Shared})
 				r.Addr += n * image.PageSize
 				r.Pages -= n
 				continue
@@ -141,6 +145,14 @@ func splitAtVMAs(runs []Run, vmas []image.VMA) []Run {
 type DumpOptions struct {
 	BufSize int // bytes per batch buffer (default 4 MiB)
 	Buffers int // buffers in flight (default 4)
+	// ProcMemOnly reads everything through /proc/PID/mem. By default,
+	// pages mapped only by the target are read with process_vm_readv, which
+	// is faster, and the others through /proc/PID/mem: process_vm_readv pins
+	// the pages it reads, and pinning an anonymous page shared
+	// copy-on-write with another process unshares it (mm/gup.c,
+	// gup_must_unshare), so the target's memory would grow by every page it
+	// shares with a parent or child. /proc/PID/mem does not pin.
+	ProcMemOnly bool
 }
 
 type batch struct {
@@ -166,6 +178,12 @@ func DumpPages(pid int, runs []Run, vmas []image.VMA, w *image.PagesWriter, opt 
 	}
 	if opt.Buffers <= 0 {
 		opt.Buffers = 4
+	}
+	if !opt.ProcMemOnly {
+		var err error
+		if runs, err = markShared(pid, runs); err != nil {
+			return nil, err
+		}
 	}
 	out := make([]image.PageRun, len(runs))
 	off := uint64(w.Offset())
@@ -250,7 +268,7 @@ func DumpPages(pid int, runs []Run, vmas []image.VMA, w *image.PagesWriter, opt 
 				n = uint64(len(b.buf) - used)
 			}
 			addr := r.Addr + roff
-			if readable(addr) {
+			if !opt.ProcMemOnly && !r.Shared && readable(addr) {
 				iov := unix.Iovec{Base: &b.buf[used]}
 				iov.SetLen(int(n))
 				local = append(local, iov)
@@ -294,6 +312,41 @@ func DumpPages(pid int, runs []Run, vmas []image.VMA, w *image.PagesWriter, opt 
 	}
 	if werr != nil {
 		return nil, werr
+	}
+	return out, nil
+}
+
+// markShared splits runs where pages stop or start being mapped by another
+// process too (pagemap bit 56, "exclusively mapped", is clear).
+func markShared(pid int, runs []Run) ([]Run, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	const exclusive = 1 << 56
+	var out []Run
+	buf := make([]byte, 8<<16)
+	for _, r := range runs {
+		first := len(out) // never merge across runs (they may end at a VMA boundary)
+		for done := uint64(0); done < r.Pages; {
+			n := min(r.Pages-done, uint64(len(buf)/8))
+			addr := r.Addr + done*image.PageSize
+			if _, err := f.ReadAt(buf[:n*8], int64(addr/image.PageSize*8)); err != nil {
+				return nil, fmt.Errorf("read pagemap of pid %d: %w", pid, err)
+			}
+			for i := uint64(0); i < n; i++ {
+				e := binary.LittleEndian.Uint64(buf[i*8:])
+				shared := e&exclusive == 0
+				a := addr + i*image.PageSize
+				if l := len(out); l > first && out[l-1].Shared == shared && out[l-1].Addr+out[l-1].Pages*image.PageSize == a {
+					out[l-1].Pages++
+				} else {
+					out = append(out, Run{Addr: a, Pages: 1, Shared: shared})
+				}
+			}
+			done += n
+		}
 	}
 	return out, nil
 }

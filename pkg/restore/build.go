@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"time"
 
@@ -367,36 +368,39 @@ func hasVmFlag(v *image.VMA, f string) bool {
 
 // fillPages puts the saved pages in place.
 func (r *restorer) fillPages() error {
-	runs := r.proc.PageMap
-	if len(runs) == 0 {
+	if len(r.proc.PageMap) == 0 {
 		return nil
 	}
-	if r.opt.Fill == "writev" {
-		return r.fillWritev()
-	}
-	path := fmt.Sprintf("%s/%s", r.opt.Dir, image.PagesFile(r.proc.Task.Pid))
-	fd, err := r.openInTask(path, unix.O_RDONLY|unix.O_CLOEXEC)
+	pieces, err := r.t.pagePieces(r.proc)
 	if err != nil {
 		return err
 	}
-	defer r.sys(unix.SYS_CLOSE, uintptr(fd))
-	// Pieces of at most maxBatch bytes; they are contiguous in the file.
-	const maxBatch = 1 << 30
-	type piece struct{ addr, len, off uint64 }
-	var pieces []piece
-	for _, run := range runs {
-		for done := uint64(0); done < run.Pages*pageSize; {
-			n := min(run.Pages*pageSize-done, maxBatch)
-			pieces = append(pieces, piece{run.Addr + done, n, run.Offset + done})
-			done += n
-		}
+	if r.opt.Fill == "writev" {
+		return r.fillWritev(pieces)
 	}
+	fds := map[int]int{} // pid whose pages file -> fd in the task
+	defer func() {
+		for _, fd := range fds {
+			r.sys(unix.SYS_CLOSE, uintptr(fd))
+		}
+	}()
 	iov := make([]byte, 0, maxIov*16)
 	for i := 0; i < len(pieces); {
+		src := pieces[i].src
+		fd, ok := fds[src]
+		if !ok {
+			path := fmt.Sprintf("%s/%s", r.opt.Dir, image.PagesFile(src))
+			if fd, err = r.openInTask(path, unix.O_RDONLY|unix.O_CLOEXEC); err != nil {
+				return err
+			}
+			fds[src] = fd
+		}
+		// One preadv per stretch of the same file that is contiguous there.
 		iov = iov[:0]
 		off := pieces[i].off
 		var total uint64
-		for ; i < len(pieces) && len(iov) < cap(iov) && total+pieces[i].len <= maxBatch; i++ {
+		for ; i < len(pieces) && len(iov) < cap(iov) && pieces[i].src == src && pieces[i].off == off+total &&
+			total+pieces[i].len <= maxBatch; i++ {
 			iov = binary.LittleEndian.AppendUint64(iov, pieces[i].addr)
 			iov = binary.LittleEndian.AppendUint64(iov, pieces[i].len)
 			total += pieces[i].len
@@ -416,37 +420,103 @@ func (r *restorer) fillPages() error {
 	return nil
 }
 
-// fillWritev pushes pages from cr with process_vm_writev.
-func (r *restorer) fillWritev() error {
-	f, err := image.OpenPages(r.opt.Dir, r.proc.Task.Pid)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	buf := make([]byte, 8<<20)
-	for _, run := range r.proc.PageMap {
-		left := run.Pages * pageSize
-		addr, off := run.Addr, run.Offset
-		for left > 0 {
-			n := uint64(len(buf))
-			if n > left {
-				n = left
+// maxBatch bounds one preadv (the kernel caps a read at about 2 GiB).
+const maxBatch = 1 << 30
+
+// piece is a stretch of pages to fill: at addr, len bytes, from the pages
+// file of process src at offset off.
+type piece struct {
+	addr, len, off uint64
+	src            int
+}
+
+// pagePieces lists where every saved page of p comes from: its own pages
+// file, or, for pages shared with its parent since a fork, the pages file
+// of the ancestor that saved them.
+func (t *treeRestore) pagePieces(p *image.Process) ([]piece, error) {
+	var out []piece
+	for _, run := range p.PageMap {
+		if !run.InParent {
+			for done := uint64(0); done < run.Pages*pageSize; {
+				n := min(run.Pages*pageSize-done, maxBatch)
+				out = append(out, piece{run.Addr + done, n, run.Offset + done, p.Task.Pid})
+				done += n
 			}
-			if _, err := f.ReadAt(buf[:n], int64(off)); err != nil {
+			continue
+		}
+		parent := t.byPid[p.Task.Ppid]
+		if parent == nil {
+			return nil, fmt.Errorf("image is inconsistent: pid %d has pages in its parent %d, which is not in the image", p.Task.Pid, p.Task.Ppid)
+		}
+		up, err := t.pagePieces(&image.Process{Task: parent.proc.Task, PageMap: clipRuns(parent.proc.PageMap, run.Addr, run.Addr+run.Pages*pageSize)})
+		if err != nil {
+			return nil, err
+		}
+		var got uint64
+		for _, u := range up {
+			got += u.len
+		}
+		if got != run.Pages*pageSize {
+			return nil, fmt.Errorf("image is inconsistent: pages %#x+%d of pid %d are not in its parent's image", run.Addr, run.Pages, p.Task.Pid)
+		}
+		out = append(out, up...)
+	}
+	return out, nil
+}
+
+// clipRuns returns the parts of runs inside [start, end).
+func clipRuns(runs []image.PageRun, start, end uint64) []image.PageRun {
+	var out []image.PageRun
+	for _, r := range runs {
+		rs, re := r.Addr, r.Addr+r.Pages*pageSize
+		lo, hi := max(rs, start), min(re, end)
+		if lo >= hi {
+			continue
+		}
+		c := r
+		c.Addr = lo
+		c.Pages = (hi - lo) / pageSize
+		if !r.InParent {
+			c.Offset = r.Offset + (lo - rs)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// fillWritev pushes pages from cr with process_vm_writev.
+func (r *restorer) fillWritev(pieces []piece) error {
+	files := map[int]*os.File{}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	buf := make([]byte, 8<<20)
+	for _, pc := range pieces {
+		f, ok := files[pc.src]
+		if !ok {
+			var err error
+			if f, err = image.OpenPages(r.opt.Dir, pc.src); err != nil {
+				return err
+			}
+			files[pc.src] = f
+		}
+		for done := uint64(0); done < pc.len; {
+			n := min(uint64(len(buf)), pc.len-done)
+			if _, err := f.ReadAt(buf[:n], int64(pc.off+done)); err != nil {
 				return fmt.Errorf("read pages file: %w", err)
 			}
 			local := []unix.Iovec{{Base: &buf[0]}}
 			local[0].SetLen(int(n))
-			got, err := ptrace.WriteVM(r.task.Pid, local, []unix.RemoteIovec{{Base: uintptr(addr), Len: int(n)}})
+			got, err := ptrace.WriteVM(r.task.Pid, local, []unix.RemoteIovec{{Base: uintptr(pc.addr + done), Len: int(n)}})
 			if err != nil {
 				return err
 			}
 			if uint64(got) != n {
-				return fmt.Errorf("short write of pages at %#x", addr)
+				return fmt.Errorf("short write of pages at %#x", pc.addr+done)
 			}
-			left -= n
-			addr += n
-			off += n
+			done += n
 		}
 	}
 	return nil

@@ -537,6 +537,13 @@ func TestRoundTripSharedMemory(t *testing.T) {
 	ck, err := image.Load(dir)
 	require.NoError(t, err)
 	require.Len(t, ck.Shmem, 2, "one object each for the shared memory and the memfd")
+	// The 16 MiB of private memory inherited by the child is stored once.
+	parent, err := os.Stat(filepath.Join(dir, image.PagesFile(q.Pid)))
+	require.NoError(t, err)
+	child, err := os.Stat(filepath.Join(dir, image.PagesFile(q.IntInfo(t, "c"))))
+	require.NoError(t, err)
+	require.Greater(t, parent.Size(), int64(16<<20))
+	require.Less(t, child.Size(), int64(1<<20), "pages shared copy-on-write with the parent are not stored again")
 	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", q.IntInfo(t, "c")))
 	require.NoError(t, err)
 	require.Contains(t, string(maps), "/dev/zero (deleted)")

@@ -149,6 +149,9 @@ func (c *Collector) Finish() error {
 	if err := c.resolvePipes(); err != nil {
 		return err
 	}
+	if err := c.resolveSockets(); err != nil {
+		return err
+	}
 	return c.resolveEpolls()
 }
 
@@ -310,7 +313,7 @@ func readOne(pid, fd int, allowTTY bool) (Entry, error) {
 	case target == "anon_inode:[eventpoll]":
 		special = image.FileEpoll
 	case strings.HasPrefix(target, "socket:"):
-		return e, &UnsupportedError{fd, "a socket"}
+		special = image.FileUnix // checked with sock_diag in Finish
 	case strings.HasPrefix(target, "anon_inode:"):
 		kind := strings.Trim(strings.TrimPrefix(target, "anon_inode:"), "[]")
 		return e, &UnsupportedError{fd, "an " + kind}
@@ -386,6 +389,8 @@ func readSpecial(pid, fd int, link, target, kind string) (Entry, error) {
 	switch kind {
 	case image.FilePipe:
 		e.File.Pipe = &image.Pipe{ID: id.Ino}
+	case image.FileUnix:
+		e.File.Unix = &image.UnixSocket{Ino: id.Ino}
 	case image.FileEventfd:
 		ev := &image.Eventfd{}
 		for _, line := range strings.Split(string(info), "\n") {

@@ -359,6 +359,7 @@ const (
 	FileEventfd = "eventfd"
 	FileEpoll   = "epoll"
 	FileMemfd   = "memfd" // Shmem names the object
+	FileUnix    = "unix"  // one end of a socketpair
 )
 
 // File is one open file description (files.img, TagFile); fds refer to it
@@ -373,6 +374,7 @@ type File struct {
 
 	Shmem   uint64        `json:"shmem,omitempty"` // FileMemfd: the object
 	Pipe    *Pipe         `json:"pipe,omitempty"`
+	Unix    *UnixSocket   `json:"unix,omitempty"`
 	Eventfd *Eventfd      `json:"eventfd,omitempty"`
 	Epoll   []EpollTarget `json:"epoll,omitempty"`
 }
@@ -383,6 +385,16 @@ type Pipe struct {
 	ID   uint64 `json:"id"`             // pipefs inode number
 	Size int    `json:"size"`           // capacity, F_GETPIPE_SZ
 	Data []byte `json:"data,omitempty"` // unread bytes (read end only)
+}
+
+// UnixSocket is an unnamed unix socket (a socketpair end). Its peer is
+// another UnixSocket of the image (0: the peer was closed).
+type UnixSocket struct {
+	Ino      uint64   `json:"ino"`
+	Type     int      `json:"type"` // SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5
+	Peer     uint64   `json:"peer,omitempty"`
+	Shutdown int      `json:"shutdown,omitempty"` // 1 receive, 2 send, 3 both
+	Queue    [][]byte `json:"queue,omitempty"`    // messages waiting to be read, in order
 }
 
 // Eventfd is an eventfd's counter and mode.

@@ -62,7 +62,8 @@ func Run(opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &treeRestore{opt: opt, ck: ck, byPid: map[int]*restorer{}, files: map[int]int{}, pipes: map[uint64][2]int{}, shmem: map[uint64]int{}}
+	t := &treeRestore{opt: opt, ck: ck, byPid: map[int]*restorer{}, files: map[int]int{}, pipes: map[uint64][2]int{}, shmem: map[uint64]int{},
+		socks: map[uint64]int{}, closedPeers: map[uint64]int{}}
 	defer t.closeFiles()
 	if err := t.validate(); err != nil {
 		return nil, err
@@ -106,6 +107,10 @@ type treeRestore struct {
 	files map[int]int       // file id -> cr's own fd of that open file description
 	pipes map[uint64][2]int // pipe id -> cr's fds of both ends
 	shmem map[uint64]int    // shared memory object id -> cr's fd of it
+
+	socks       map[uint64]int // unix socket inode -> cr's fd of that end
+	closedPeers map[uint64]int // socket inode -> the other end, to close
+	shutdowns   [][2]int       // cr's socket fd, shutdown mask to apply
 }
 
 type restorer struct {
@@ -204,6 +209,13 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 			return 0, fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)
 		}
 	}
+	// Sockets are shut down once every queued message is in.
+	for _, sd := range t.shutdowns {
+		how := map[int]int{1: unix.SHUT_RD, 2: unix.SHUT_WR, 3: unix.SHUT_RDWR}[sd[1]]
+		if err := unix.Shutdown(sd[0], how); err != nil {
+			return 0, fmt.Errorf("shutdown socket: %w", err)
+		}
+	}
 	// Zombies exit last: their parents are complete, their SIGCHLD is drained.
 	for _, r := range t.procs {
 		if r.proc.Task.Zombie {
@@ -271,6 +283,12 @@ func (t *treeRestore) closeFiles() {
 		unix.Close(p[1])
 	}
 	for _, fd := range t.shmem {
+		unix.Close(fd)
+	}
+	for _, fd := range t.socks {
+		unix.Close(fd)
+	}
+	for _, fd := range t.closedPeers {
 		unix.Close(fd)
 	}
 }

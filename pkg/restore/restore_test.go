@@ -46,9 +46,9 @@ func look(t *testing.T, pid int) outside {
 	for _, e := range ents {
 		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
 		require.NoError(t, err)
-		if strings.HasPrefix(l, "pipe:") { // a new pipe has a new inode
+		if strings.HasPrefix(l, "pipe:") || strings.HasPrefix(l, "socket:") { // made anew: a new inode
 			if pipes[l] == "" {
-				pipes[l] = fmt.Sprintf("pipe#%d", len(pipes))
+				pipes[l] = fmt.Sprintf("%s#%d", l[:strings.IndexByte(l, ':')], len(pipes))
 			}
 			l = pipes[l]
 		}
@@ -550,5 +550,26 @@ func TestRoundTripSharedMemory(t *testing.T) {
 	require.Contains(t, string(maps), "/memfd:crtest (deleted)")
 	q.Check(t)
 	q.Check(t)
+	require.Equal(t, 0, q.Stop(t))
+}
+
+// TestRoundTripSocketpairs: a parent and child exchanging increasing
+// sequences over a pipe and stream and datagram socketpairs, with messages
+// in flight at the dump: none lost or repeated.
+func TestRoundTripSocketpairs(t *testing.T) {
+	q, dir := roundTrip(t, testutil.BuildC(t, "pairs"))
+	ck, err := image.Load(dir)
+	require.NoError(t, err)
+	socks := 0
+	for _, f := range ck.Files {
+		if f.Type == image.FileUnix {
+			socks++
+		}
+	}
+	require.Equal(t, 4, socks, "two socketpairs")
+	for i := 0; i < 3; i++ {
+		time.Sleep(30 * time.Millisecond)
+		q.Check(t)
+	}
 	require.Equal(t, 0, q.Stop(t))
 }

@@ -247,6 +247,11 @@ func (t *treeRestore) crFile(f *image.File) (int, error) {
 			}
 		}
 		err = setFlags(fd, f.Flags)
+	case image.FileUnix:
+		if fd, err = t.crSocket(f); err != nil {
+			return 0, err
+		}
+		err = setFlags(fd, f.Flags)
 	case image.FileMemfd:
 		obj, err := t.crShmem(f.Shmem)
 		if err != nil {
@@ -355,6 +360,44 @@ func (t *treeRestore) crShmem(id uint64) (int, error) {
 		}
 	}
 	return fd, nil
+}
+
+// crSocket makes the socketpair of a unix socket of the image (the first
+// of its two ends to come), queues the messages the socket had waiting (sent
+// through its peer), and returns a new fd of this end.
+func (t *treeRestore) crSocket(f *image.File) (int, error) {
+	u := f.Unix
+	if _, ok := t.socks[u.Ino]; !ok {
+		sp, err := unix.Socketpair(unix.AF_UNIX, u.Type|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return 0, fmt.Errorf("socketpair: %w", err)
+		}
+		t.socks[u.Ino] = sp[0]
+		if u.Peer != 0 {
+			t.socks[u.Peer] = sp[1]
+		} else {
+			t.closedPeers[u.Ino] = sp[1] // the peer was closed: close it once the queue is in
+		}
+	}
+	me := t.socks[u.Ino]
+	peer, ok := t.socks[u.Peer]
+	if u.Peer == 0 {
+		peer, ok = t.closedPeers[u.Ino]
+	}
+	if len(u.Queue) > 0 {
+		if !ok {
+			return 0, fmt.Errorf("image is inconsistent: no peer for socket:[%d]", u.Ino)
+		}
+		for _, m := range u.Queue {
+			if _, err := unix.Write(peer, m); err != nil {
+				return 0, fmt.Errorf("queue %d bytes on socket:[%d]: %w", len(m), u.Ino, err)
+			}
+		}
+	}
+	if u.Shutdown != 0 {
+		t.shutdowns = append(t.shutdowns, [2]int{me, u.Shutdown})
+	}
+	return unix.FcntlInt(uintptr(me), unix.F_DUPFD_CLOEXEC, 0)
 }
 
 // setFlags sets the status flags (O_NONBLOCK, ...) of an open file.

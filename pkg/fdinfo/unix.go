@@ -1,0 +1,211 @@
+package fdinfo
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// unix_diag (include/uapi/linux/unix_diag.h).
+const (
+	udiagShowName     = 0x01
+	udiagShowPeer     = 0x04
+	udiagShowRQLen    = 0x10
+	unixDiagName      = 0
+	unixDiagPeer      = 2
+	unixDiagRQLen     = 4
+	unixDiagShutdown  = 6
+	soPeekOff         = 42 // SO_PEEK_OFF
+	maxQueuedMessages = 1 << 16
+)
+
+// unixSock is what sock_diag tells about one unix socket.
+type unixSock struct {
+	typ, state uint8
+	peer       uint32
+	name       string
+	shutdown   uint8
+}
+
+// unixSockets lists every unix socket of the system by inode (one
+// NETLINK_SOCK_DIAG dump).
+func unixSockets() (map[uint64]unixSock, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("sock_diag: %w", err)
+	}
+	defer unix.Close(fd)
+	// struct nlmsghdr + struct unix_diag_req.
+	req := make([]byte, 16+24)
+	le := binary.LittleEndian
+	le.PutUint32(req[0:], uint32(len(req)))
+	le.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
+	le.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	le.PutUint32(req[8:], 1)
+	req[16] = unix.AF_UNIX
+	le.PutUint32(req[20:], 0xffffffff) // all states
+	le.PutUint32(req[28:], udiagShowName|udiagShowPeer|udiagShowRQLen|0x40 /* UDIAG_SHOW_... shutdown is always sent */)
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, fmt.Errorf("sock_diag: %w", err)
+	}
+	out := map[uint64]unixSock{}
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag: %w", err)
+		}
+		for b := buf[:n]; len(b) >= 16; {
+			// struct nlmsghdr: len, type, flags, seq, pid
+			l := int(le.Uint32(b))
+			if l < 16 || l > len(b) {
+				return nil, errors.New("sock_diag: malformed message")
+			}
+			typ := le.Uint16(b[4:])
+			d := b[16:l]
+			b = b[min((l+3)&^3, len(b)):]
+			switch typ {
+			case unix.NLMSG_DONE:
+				return out, nil
+			case unix.NLMSG_ERROR:
+				return nil, errors.New("sock_diag: the kernel answered with an error")
+			}
+			if len(d) < 16 {
+				continue
+			}
+			s := unixSock{typ: d[1], state: d[2]}
+			ino := uint64(le.Uint32(d[4:]))
+			attrs, err := parseAttrs(d[16:])
+			if err != nil {
+				return nil, err
+			}
+			for _, a := range attrs {
+				switch a.typ {
+				case unixDiagName:
+					s.name = string(a.val)
+				case unixDiagPeer:
+					if len(a.val) >= 4 {
+						s.peer = le.Uint32(a.val)
+					}
+				case unixDiagShutdown:
+					if len(a.val) >= 1 {
+						s.shutdown = a.val[0]
+					}
+				}
+			}
+			out[ino] = s
+		}
+	}
+}
+
+type attr struct {
+	typ uint16
+	val []byte
+}
+
+func parseAttrs(b []byte) ([]attr, error) {
+	var out []attr
+	for len(b) >= 4 {
+		l := int(binary.LittleEndian.Uint16(b))
+		if l < 4 || l > len(b) {
+			return nil, errors.New("sock_diag: malformed attribute")
+		}
+		out = append(out, attr{binary.LittleEndian.Uint16(b[2:]), b[4:l]})
+		l = (l + 3) &^ 3
+		if l > len(b) {
+			break
+		}
+		b = b[l:]
+	}
+	return out, nil
+}
+
+// peekQueue reads the messages waiting in a unix socket's receive queue
+// without taking them: MSG_PEEK on a copy of the fd, stepping through
+// datagrams with SO_PEEK_OFF (put back as it was afterwards).
+func peekQueue(pid, fd int, typ uint8) ([][]byte, error) {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(pidfd)
+	s, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(s)
+	old, err := unix.GetsockoptInt(s, unix.SOL_SOCKET, soPeekOff)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.SetsockoptInt(s, unix.SOL_SOCKET, soPeekOff, 0); err != nil {
+		return nil, err
+	}
+	defer unix.SetsockoptInt(s, unix.SOL_SOCKET, soPeekOff, old)
+	var out [][]byte
+	buf := make([]byte, 1<<20)
+	for i := 0; i < maxQueuedMessages; i++ {
+		n, _, flags, _, err := unix.Recvmsg(s, buf, nil, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if errors.Is(err, unix.EAGAIN) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 && typ == unix.SOCK_STREAM {
+			return out, nil // end of stream
+		}
+		if flags&unix.MSG_TRUNC != 0 {
+			return nil, fmt.Errorf("a queued message is larger than %d bytes", len(buf))
+		}
+		out = append(out, append([]byte(nil), buf[:n]...))
+	}
+	return nil, fmt.Errorf("more than %d messages queued", maxQueuedMessages)
+}
+
+// resolveSockets checks every unix socket: it must be unnamed (a
+// socketpair end) and its peer, if any, must be in the collection; it saves
+// the messages queued for it.
+func (c *Collector) resolveSockets() error {
+	var socks map[uint64]unixSock
+	inodes := map[uint64]bool{}
+	for i := range c.Files {
+		if c.Files[i].Unix != nil {
+			inodes[c.Files[i].Unix.Ino] = true
+		}
+	}
+	if len(inodes) == 0 {
+		return nil
+	}
+	socks, err := unixSockets()
+	if err != nil {
+		return err
+	}
+	for i := range c.Files {
+		f := &c.Files[i]
+		if f.Unix == nil {
+			continue
+		}
+		o := c.owner[f.ID]
+		s, ok := socks[f.Unix.Ino]
+		if !ok {
+			return &UnsupportedError{o.fd, "a socket that is not a unix socket"}
+		}
+		if s.name != "" {
+			return &UnsupportedError{o.fd, fmt.Sprintf("a named unix socket (%q)", s.name)}
+		}
+		if s.peer != 0 && !inodes[uint64(s.peer)] {
+			return &UnsupportedError{o.fd, fmt.Sprintf("a unix socket connected to socket:[%d], which is outside the dumped processes", s.peer)}
+		}
+		if s.typ != unix.SOCK_STREAM && s.typ != unix.SOCK_DGRAM && s.typ != unix.SOCK_SEQPACKET {
+			return &UnsupportedError{o.fd, fmt.Sprintf("a unix socket of type %d", s.typ)}
+		}
+		f.Unix.Type, f.Unix.Peer, f.Unix.Shutdown = int(s.typ), uint64(s.peer), int(s.shutdown)
+		if f.Unix.Queue, err = peekQueue(o.pid, o.fd, s.typ); err != nil {
+			return fmt.Errorf("fd %d of pid %d: read queued messages: %w", o.fd, o.pid, err)
+		}
+	}
+	return nil
+}

@@ -4,7 +4,7 @@
  * Run it with GLIBC_TUNABLES=glibc.pthread.rseq=0 so that glibc does not
  * register its own rseq area; the fixture registers `rs` (struct rseq, 32
  * bytes, 32-byte aligned, signature RSEQ_SIG) itself.  The main loop then
- * enters a critical section whose body is `start: jmp start`, so the thread
+ * enters a critical section whose body is a long countdown loop, so the thread
  * spends nearly all its time with rip in [cs_start, cs_end).  The kernel
  * aborts the section on preemption, migration and signal delivery: the
  * abort handler (abort_ip, preceded by the 4-byte signature) increments
@@ -73,14 +73,16 @@ __asm__(
 	"	.globl rseq_fixture_spin\n"
 	"	.type rseq_fixture_spin, @function\n"
 	"rseq_fixture_spin:\n"
+	"	movl $200000000, %ecx\n" /* bounded: an unprotected pass still ends */
 	"	leaq rseq_fixture_cs(%rip), %rax\n"
 	"	movq %rax, rs+8(%rip)\n" /* rs.rseq_cs = &cs */
 	"	.globl rseq_fixture_start\n"
 	"rseq_fixture_start:\n"
-	"	jmp rseq_fixture_start\n"
+	"	decl %ecx\n"
+	"	jnz rseq_fixture_start\n"
 	"	.globl rseq_fixture_end\n"
-	"rseq_fixture_end:\n" /* post-commit ip: never reached */
-	"	ud2\n"
+	"rseq_fixture_end:\n" /* post-commit ip: the section ran to its end */
+	"	ret\n"
 	"	.long 0x53053053\n" /* RSEQ_SIG, right before abort_ip */
 	"	.globl rseq_fixture_abort\n"
 	"rseq_fixture_abort:\n"

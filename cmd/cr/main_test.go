@@ -61,7 +61,7 @@ func TestCLIDumpErrors(t *testing.T) {
 	_, e, code = cr(t, "dump", "-t", strconv.Itoa(p.Pid), "-o", dir)
 	require.Equal(t, 1, code)
 	oneLine(t, e)
-	require.Contains(t, e, "fd 3 is a socket: not supported yet")
+	require.Contains(t, e, "fd 3 is a TCP/IP (AF_INET) socket: not supported yet")
 	require.NoDirExists(t, dir)
 	require.True(t, p.Alive())
 	p.Check(t)

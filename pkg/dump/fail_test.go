@@ -228,7 +228,7 @@ func TestDumpSocketUnsupported(t *testing.T) {
 	if !errors.As(err, &ue) || ue.Pid != p.Pid {
 		t.Fatalf("error %T %v is not a *dump.UnsupportedError for pid %d", err, err, p.Pid)
 	}
-	if !strings.Contains(err.Error(), "fd 3 is a socket") {
+	if !strings.Contains(err.Error(), "fd 3 is a TCP/IP (AF_INET) socket") {
 		t.Errorf("error %q does not name fd 3 as a socket", err)
 	}
 	p.Check(t)

@@ -158,10 +158,18 @@ func (t *tree) seizeTree() error {
 		}
 		d := &dumper{opt: t.opt, pid: pid, tr: t.tr, files: t.files, stat: st, parentInTree: pid != t.pid}
 		if err := d.seizeAll(); err != nil {
-			if pid != t.pid {
-				return fmt.Errorf("child process %d: %w", pid, err)
+			if pid == t.pid {
+				return err
 			}
-			return err
+			if errors.Is(err, ErrNoProcess) {
+				// It exited between the listing and the seize: look again.
+				queue = append([]int{pid}, queue...)
+				if st2, err2 := procfs.ReadStat(pid); err2 != nil || st2.State == 'Z' || st2.State == 'X' {
+					continue
+				}
+				queue = queue[1:]
+			}
+			return fmt.Errorf("child process %d: %w", pid, err)
 		}
 		t.procs = append(t.procs, d)
 		t.order = append(t.order, pid)

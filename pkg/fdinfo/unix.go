@@ -191,7 +191,7 @@ func (c *Collector) resolveSockets() error {
 		o := c.owner[f.ID]
 		s, ok := socks[f.Unix.Ino]
 		if !ok {
-			return &UnsupportedError{o.fd, "a socket that is not a unix socket"}
+			return &UnsupportedError{o.fd, "a " + socketFamily(o.pid, o.fd) + " socket"}
 		}
 		if s.name != "" {
 			return &UnsupportedError{o.fd, fmt.Sprintf("a named unix socket (%q)", s.name)}
@@ -208,4 +208,33 @@ func (c *Collector) resolveSockets() error {
 		}
 	}
 	return nil
+}
+
+// socketFamily names the address family of a socket fd of pid.
+func socketFamily(pid, fd int) string {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return "non-unix"
+	}
+	defer unix.Close(pidfd)
+	s, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		return "non-unix"
+	}
+	defer unix.Close(s)
+	dom, err := unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return "non-unix"
+	}
+	switch dom {
+	case unix.AF_INET:
+		return "TCP/IP (AF_INET)"
+	case unix.AF_INET6:
+		return "TCP/IPv6 (AF_INET6)"
+	case unix.AF_NETLINK:
+		return "netlink"
+	case unix.AF_PACKET:
+		return "packet"
+	}
+	return fmt.Sprintf("family %d", dom)
 }

@@ -28,7 +28,9 @@
 #include <pthread.h>
 #include <sys/prctl.h>
 
+#ifndef NWORKERS
 #define NWORKERS 4
+#endif
 #define SPINNER 3
 
 struct result {

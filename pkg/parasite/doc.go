@@ -10,6 +10,17 @@
 // mask back. (SIGTRAP stays unblocked: the kernel resets the handler of a
 // forced signal that is blocked, and the single-step trap is forced.)
 //
+// Batch runs many independent syscalls in one resume/stop cycle instead of
+// one single-step each (about 1µs per syscall instead of 60µs): the task
+// runs BatchCode (placed by the caller in an executable page, see
+// PrepareBatchPage) over a table of calls in its memory and stops at an
+// int3; the results are read back from the table. Anything but that int3
+// (a fault, a stray SIGTRAP, a timeout, the task dying) is an error that
+// says how far the batch got. A fault in injected code is a forced signal,
+// and the kernel resets the handler of a forced signal that is blocked or
+// ignored to SIG_DFL even though cr discards the signal: Batch checks the
+// code bytes before running them, and the table must be writable.
+//
 // Errors from the injected syscall are returned as unix.Errno wrapped in
 // *SyscallError, so callers can use errors.Is(err, unix.EPERM).
 package parasite

@@ -26,6 +26,8 @@ type Injector struct {
 	saved   *ptrace.Regs
 	mask    uint64
 	cur     ptrace.Regs
+	// batchCode is the code address whose bytes Batch last checked.
+	batchCode uintptr
 	// Count is the number of syscalls injected so far.
 	Count int
 }

@@ -428,7 +428,7 @@ func TestRoundTripTree(t *testing.T) {
 // reapTree reaps the dumped (and killed) descendants of a fixture: they were
 // reparented to the test process, a child subreaper, and hold their pids
 // until reaped.
-func reapTree(t *testing.T, dir string) {
+func reapTree(t testing.TB, dir string) {
 	ck, err := image.Load(dir)
 	require.NoError(t, err)
 	for _, pid := range ck.Inventory.Pids[1:] {

@@ -87,3 +87,51 @@ func benchRoundTrip(b *testing.B, bin string) {
 	b.ReportMetric(ms(dumpTime+restoreTime), "total-ms/op")
 	b.ReportMetric(float64(pages)/n, "pages/op")
 }
+
+// BenchmarkRoundTripEightThreads: a C program with 8 threads (the main one
+// and 7 pthreads).
+func BenchmarkRoundTripEightThreads(b *testing.B) {
+	testutil.RequireRoot(b)
+	benchRoundTrip(b, testutil.BuildC(b, "pthreads", "-pthread", "-DNWORKERS=7"))
+}
+
+// BenchmarkRoundTripTree dumps and restores trees of 1, 8 and 64
+// processes (a root and sleeping children).
+func BenchmarkRoundTripTree(b *testing.B) {
+	testutil.RequireRoot(b)
+	bin := testutil.BuildC(b, "forker")
+	for _, n := range []int{1, 8, 64} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			p := testutil.Start(b, bin, strconv.Itoa(n))
+			pid := p.Pid
+			base := b.TempDir()
+			var dumpTime, restoreTime time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				dir := filepath.Join(base, strconv.Itoa(i))
+				t0 := time.Now()
+				if _, err := dump.Run(dump.Options{Pid: pid, Dir: dir}); err != nil {
+					b.Fatal(err)
+				}
+				dumpTime += time.Since(t0)
+				b.StopTimer()
+				reapTree(b, dir) // the killed children were reparented to us
+				b.StartTimer()
+				res, err := restore.Run(restore.Options{Dir: dir})
+				if err != nil {
+					b.Fatal(err)
+				}
+				restoreTime += res.Duration
+				b.StopTimer()
+				os.RemoveAll(dir)
+				if i == b.N-1 {
+					q := testutil.Adopt(b, res.Pid, p.Dir)
+					q.Check(b)
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(dumpTime.Microseconds())/1000/float64(b.N), "dump-ms/op")
+			b.ReportMetric(float64(restoreTime.Microseconds())/1000/float64(b.N), "restore-ms/op")
+		})
+	}
+}

@@ -201,126 +201,113 @@ func (d *dumper) startInjection() error {
 	return nil
 }
 
-func (d *dumper) read(n int) ([]byte, error) {
-	buf := make([]byte, n)
-	return buf, ptrace.Read(d.pid, d.scratch, buf)
+// wrap adds what failed to an error (nil stays nil).
+func wrap(what string, err error) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
 }
 
 // injectProcess asks the main thread for process-wide state: signal
-// dispositions, resource limits, timers, brk and prctl knobs.
-func (d *dumper) injectProcess() (err error) {
+// dispositions, resource limits, timers, brk and prctl knobs, in one batch.
+func (d *dumper) injectProcess() error {
 	in := d.threads[0].in
-	scratch := d.scratch
-	read := d.read
 	le := binary.LittleEndian
 	t := &d.proc.Task
+	var qs []query
+	errf := func(what string, f func(out []byte)) func(parasite.Result, []byte) error {
+		return func(r parasite.Result, out []byte) error {
+			if err := r.Err(); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			f(out)
+			return nil
+		}
+	}
+	off := 0
+	add := func(nr uintptr, size int, what string, f func(out []byte), args ...uintptr) {
+		q := query{off: -1, size: size, use: errf(what, f)}
+		q.call.Nr = nr
+		copy(q.call.Args[:], args)
+		if size > 0 {
+			q.off = off
+			off += (size + 7) &^ 7
+		}
+		qs = append(qs, q)
+	}
 	for sig := 1; sig <= 64; sig++ {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
 			continue
 		}
-		if _, err := in.Syscall(unix.SYS_RT_SIGACTION, uintptr(sig), 0, scratch, 8); err != nil {
-			return fmt.Errorf("query handler of signal %d: %w", sig, err)
-		}
-		b, err := read(32)
-		if err != nil {
-			return err
-		}
-		t.Sigactions = append(t.Sigactions, image.Sigaction{
-			Sig: sig, Handler: le.Uint64(b), Flags: le.Uint64(b[8:]), Restorer: le.Uint64(b[16:]), Mask: le.Uint64(b[24:]),
-		})
+		add(unix.SYS_RT_SIGACTION, 32, fmt.Sprintf("query handler of signal %d", sig), func(b []byte) {
+			t.Sigactions = append(t.Sigactions, image.Sigaction{
+				Sig: sig, Handler: le.Uint64(b), Flags: le.Uint64(b[8:]), Restorer: le.Uint64(b[16:]), Mask: le.Uint64(b[24:]),
+			})
+		}, uintptr(sig), 0, d.outAddr(off), 8)
 	}
 	// Resource limits: asked inside, because prlimit(2) on another user's
 	// process needs CAP_SYS_RESOURCE.
 	for res := 0; res < len(rlimitNames); res++ {
-		if _, err := in.Syscall(unix.SYS_PRLIMIT64, 0, uintptr(res), 0, scratch); err != nil {
-			return fmt.Errorf("getrlimit %s: %w", rlimitNames[res], err)
-		}
-		b, err := read(16)
-		if err != nil {
-			return err
-		}
-		t.Rlimits = append(t.Rlimits, image.Rlimit{Resource: res, Name: rlimitNames[res], Cur: le.Uint64(b), Max: le.Uint64(b[8:])})
+		add(unix.SYS_PRLIMIT64, 16, "getrlimit "+rlimitNames[res], func(b []byte) {
+			t.Rlimits = append(t.Rlimits, image.Rlimit{Resource: res, Name: rlimitNames[res], Cur: le.Uint64(b), Max: le.Uint64(b[8:])})
+		}, 0, uintptr(res), 0, d.outAddr(off))
 	}
 	for which := 0; which < 3; which++ {
-		if _, err := in.Syscall(unix.SYS_GETITIMER, uintptr(which), scratch); err != nil {
-			return fmt.Errorf("getitimer: %w", err)
-		}
-		b, err := read(32)
-		if err != nil {
-			return err
-		}
-		// struct itimerval: it_interval, it_value (each sec, usec)
-		iv := int64(le.Uint64(b))*1e6 + int64(le.Uint64(b[8:]))
-		v := int64(le.Uint64(b[16:]))*1e6 + int64(le.Uint64(b[24:]))
-		if v != 0 || iv != 0 {
-			t.Itimers = append(t.Itimers, image.Itimer{Which: which, ValueUs: v, IntervalUs: iv})
-		}
+		add(unix.SYS_GETITIMER, 32, "getitimer", func(b []byte) {
+			// struct itimerval: it_interval, it_value (each sec, usec)
+			iv := int64(le.Uint64(b))*1e6 + int64(le.Uint64(b[8:]))
+			v := int64(le.Uint64(b[16:]))*1e6 + int64(le.Uint64(b[24:]))
+			if v != 0 || iv != 0 {
+				t.Itimers = append(t.Itimers, image.Itimer{Which: which, ValueUs: v, IntervalUs: iv})
+			}
+		}, uintptr(which), d.outAddr(off))
 	}
+	add(unix.SYS_BRK, 0, "brk", nil, 0)
+	qs[len(qs)-1].use = func(r parasite.Result, _ []byte) error { d.proc.MM.Brk = uint64(r.Val); return r.Err() }
+	for _, pr := range []struct {
+		name string
+		nr   uintptr
+		args []uintptr
+		set  func(uintptr)
+	}{
+		{"personality", unix.SYS_PERSONALITY, []uintptr{0xffffffff}, func(v uintptr) { t.Personality = uint32(v) }},
+		{"PR_GET_DUMPABLE", unix.SYS_PRCTL, []uintptr{unix.PR_GET_DUMPABLE}, func(v uintptr) { t.Dumpable = int(v) }},
+		{"PR_GET_TIMERSLACK", unix.SYS_PRCTL, []uintptr{unix.PR_GET_TIMERSLACK}, func(v uintptr) { t.Sched.TimerSlackNs = uint64(v) }},
+		{"PR_GET_SECUREBITS", unix.SYS_PRCTL, []uintptr{unix.PR_GET_SECUREBITS}, func(v uintptr) { t.Creds.Securebits = uint32(v) }},
+	} {
+		q := query{off: -1}
+		q.call.Nr = pr.nr
+		copy(q.call.Args[:], pr.args)
+		set, name := pr.set, pr.name
+		q.use = func(r parasite.Result, _ []byte) error {
+			if err := r.Err(); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			set(r.Val)
+			return nil
+		}
+		qs = append(qs, q)
+	}
+	add(unix.SYS_PRCTL, 4, "PR_GET_PDEATHSIG", func(b []byte) { t.Pdeathsig = int(int32(le.Uint32(b))) }, unix.PR_GET_PDEATHSIG, d.outAddr(off))
+	add(unix.SYS_PRCTL, 4, "PR_GET_CHILD_SUBREAPER", func(b []byte) { t.ChildSubreaper = le.Uint32(b) != 0 }, unix.PR_GET_CHILD_SUBREAPER, d.outAddr(off))
 	for i := range t.PosixTimers {
 		pt := &t.PosixTimers[i]
-		if _, err := in.Syscall(unix.SYS_TIMER_GETTIME, uintptr(pt.ID), scratch); err != nil {
-			return fmt.Errorf("timer_gettime of timer %d: %w", pt.ID, err)
+		if off+32 > image.PageSize {
+			return &UnsupportedError{d.pid, fmt.Sprintf("%d POSIX timers (more than cr can query at once)", len(t.PosixTimers))}
 		}
-		b, err := read(32)
-		if err != nil {
-			return err
-		}
-		pt.IntervalNs = int64(le.Uint64(b))*1e9 + int64(le.Uint64(b[8:]))
-		pt.ValueNs = int64(le.Uint64(b[16:]))*1e9 + int64(le.Uint64(b[24:]))
+		add(unix.SYS_TIMER_GETTIME, 32, fmt.Sprintf("timer_gettime of timer %d", pt.ID), func(b []byte) {
+			pt.IntervalNs = int64(le.Uint64(b))*1e9 + int64(le.Uint64(b[8:]))
+			pt.ValueNs = int64(le.Uint64(b[16:]))*1e9 + int64(le.Uint64(b[24:]))
+		}, uintptr(pt.ID), d.outAddr(off))
 	}
-	brk, err := in.Syscall(unix.SYS_BRK, 0)
-	if err != nil {
-		return fmt.Errorf("brk: %w", err)
-	}
-	d.proc.MM.Brk = uint64(brk)
-	var b []byte
-	// prctl queries that return their value.
-	for _, q := range []struct {
-		name string
-		args []uintptr
-		out  func(uintptr)
-	}{
-		{"personality", nil, func(v uintptr) { t.Personality = uint32(v) }},
-		{"PR_GET_DUMPABLE", []uintptr{unix.PR_GET_DUMPABLE}, func(v uintptr) { t.Dumpable = int(v) }},
-		{"PR_GET_TIMERSLACK", []uintptr{unix.PR_GET_TIMERSLACK}, func(v uintptr) { t.Sched.TimerSlackNs = uint64(v) }},
-		{"PR_GET_SECUREBITS", []uintptr{unix.PR_GET_SECUREBITS}, func(v uintptr) { t.Creds.Securebits = uint32(v) }},
-	} {
-		var r uintptr
-		if q.args == nil {
-			r, err = in.Syscall(unix.SYS_PERSONALITY, 0xffffffff)
-		} else {
-			r, err = in.Syscall(unix.SYS_PRCTL, q.args...)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", q.name, err)
-		}
-		q.out(r)
-	}
-	// prctl queries that write an int.
-	for _, q := range []struct {
-		op  uintptr
-		out func(int32)
-	}{
-		{unix.PR_GET_PDEATHSIG, func(v int32) { t.Pdeathsig = int(v) }},
-		{unix.PR_GET_CHILD_SUBREAPER, func(v int32) { t.ChildSubreaper = v != 0 }},
-	} {
-		if _, err := in.Syscall(unix.SYS_PRCTL, q.op, scratch); err != nil {
-			return fmt.Errorf("prctl %d: %w", q.op, err)
-		}
-		if b, err = read(4); err != nil {
-			return err
-		}
-		q.out(int32(le.Uint32(b)))
-	}
-	return nil
+	return d.batch(in, qs)
 }
 
 // collectThread reads one thread's state: registers, XSAVE area, signal
 // mask and queue, alternate stack, rseq, clear_child_tid, robust list, name.
 func (d *dumper) collectThread(t *thread) (th image.Thread, err error) {
 	in := t.in
-	scratch := d.scratch
-	read := d.read
 	le := binary.LittleEndian
 	tid := t.task.Pid
 	th.Tid = tid
@@ -337,31 +324,29 @@ func (d *dumper) collectThread(t *thread) (th image.Thread, err error) {
 		return th, err
 	}
 	th.Name = strings.TrimSuffix(string(comm), "\n")
-	if _, err := in.Syscall(unix.SYS_SIGALTSTACK, 0, scratch); err != nil {
-		return th, fmt.Errorf("sigaltstack: %w", err)
+	qs := []query{
+		{call: parasite.Call{Nr: unix.SYS_SIGALTSTACK, Args: [6]uintptr{0, d.outAddr(0)}}, off: 0, size: 24,
+			use: func(r parasite.Result, b []byte) error {
+				// stack_t: ss_sp, ss_flags (int, padded), ss_size
+				if flags := int32(le.Uint32(b[8:])); flags&ssDisable == 0 {
+					th.Sigaltstack = &image.Sigaltstack{SP: le.Uint64(b), Flags: flags &^ ssOnstack, Size: le.Uint64(b[16:])}
+				}
+				return wrap("sigaltstack", r.Err())
+			}},
+		{call: parasite.Call{Nr: unix.SYS_PRCTL, Args: [6]uintptr{unix.PR_GET_TID_ADDRESS, d.outAddr(32)}}, off: 32, size: 8,
+			use: func(r parasite.Result, b []byte) error {
+				th.ClearChildTid = le.Uint64(b)
+				return wrap("PR_GET_TID_ADDRESS", r.Err())
+			}},
+		{call: parasite.Call{Nr: unix.SYS_GET_ROBUST_LIST, Args: [6]uintptr{0, d.outAddr(48), d.outAddr(56)}}, off: 48, size: 16,
+			use: func(r parasite.Result, b []byte) error {
+				th.RobustList, th.RobustListLen = le.Uint64(b), le.Uint64(b[8:])
+				return wrap("get_robust_list", r.Err())
+			}},
 	}
-	b, err := read(24)
-	if err != nil {
+	if err := d.batch(in, qs); err != nil {
 		return th, err
 	}
-	// stack_t: ss_sp, ss_flags (int, padded), ss_size
-	if flags := int32(le.Uint32(b[8:])); flags&ssDisable == 0 {
-		th.Sigaltstack = &image.Sigaltstack{SP: le.Uint64(b), Flags: flags &^ ssOnstack, Size: le.Uint64(b[16:])}
-	}
-	if _, err := in.Syscall(unix.SYS_PRCTL, unix.PR_GET_TID_ADDRESS, scratch); err != nil {
-		return th, fmt.Errorf("PR_GET_TID_ADDRESS: %w", err)
-	}
-	if b, err = read(8); err != nil {
-		return th, err
-	}
-	th.ClearChildTid = le.Uint64(b)
-	if _, err := in.Syscall(unix.SYS_GET_ROBUST_LIST, 0, scratch, scratch+8); err != nil {
-		return th, fmt.Errorf("get_robust_list: %w", err)
-	}
-	if b, err = read(16); err != nil {
-		return th, err
-	}
-	th.RobustList, th.RobustListLen = le.Uint64(b), le.Uint64(b[8:])
 	if th.Rseq, err = rseqConfig(t.task); err != nil {
 		return th, err
 	}
@@ -391,21 +376,82 @@ func (d *dumper) mapScratch(in *parasite.Injector) (uintptr, error) {
 	addr := uint64(0)
 	for i := len(vmas) - 1; i > 0 && addr == 0; i-- {
 		lo, hi := vmas[i-1].End, vmas[i].Start
-		if hi-lo >= 3*ps {
-			addr = hi - 2*ps
+		if hi-lo >= (scratchPages+2)*ps {
+			addr = hi - (scratchPages+1)*ps
 		}
 	}
 	if addr == 0 {
-		return 0, fmt.Errorf("no room for a scratch page in pid %d", d.pid)
+		return 0, fmt.Errorf("no room for a scratch area in pid %d", d.pid)
 	}
-	r, err := in.Syscall(unix.SYS_MMAP, uintptr(addr), ps, unix.PROT_READ|unix.PROT_WRITE,
+	r, err := in.Syscall(unix.SYS_MMAP, uintptr(addr), scratchPages*ps, unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uintptr(0), 0)
 	if err != nil {
-		return 0, fmt.Errorf("map scratch page: %w", err)
+		return 0, fmt.Errorf("map scratch area: %w", err)
 	}
 	if r != uintptr(addr) {
-		in.Syscall(unix.SYS_MUNMAP, r, ps)
-		return 0, fmt.Errorf("scratch page landed at %#x, not %#x", r, addr)
+		in.Syscall(unix.SYS_MUNMAP, r, scratchPages*ps)
+		return 0, fmt.Errorf("scratch area landed at %#x, not %#x", r, addr)
+	}
+	// The first page holds the batch code, read-only and executable.
+	if _, err := in.Syscall(unix.SYS_MPROTECT, r, ps, unix.PROT_READ|unix.PROT_EXEC); err != nil {
+		in.Syscall(unix.SYS_MUNMAP, r, scratchPages*ps)
+		return 0, fmt.Errorf("protect batch code page: %w", err)
+	}
+	if err := parasite.PrepareBatchPage(d.pid, r); err != nil {
+		in.Syscall(unix.SYS_MUNMAP, r, scratchPages*ps)
+		return 0, err
 	}
 	return r, nil
 }
+
+// The scratch area: [batch code][batch table, 2 pages][output page].
+const (
+	scratchPages = 4
+	tableOff     = image.PageSize
+	tableSize    = 2 * image.PageSize
+	outOff       = 3 * image.PageSize
+)
+
+// query is one injected syscall of a batch and what to do with its result
+// and its output bytes (out bytes at outOff+off in the scratch area).
+type query struct {
+	call parasite.Call
+	off  int // offset of its output in the output page (-1: none)
+	size int
+	use  func(r parasite.Result, out []byte) error
+}
+
+// batch runs the queries in the thread with as few stops as the table
+// allows, then hands each its result and output.
+func (d *dumper) batch(in *parasite.Injector, qs []query) error {
+	per := tableSize/parasite.BatchEntrySize - 1
+	var results []parasite.Result
+	for i := 0; i < len(qs); i += per {
+		calls := make([]parasite.Call, 0, per)
+		for _, q := range qs[i:min(i+per, len(qs))] {
+			calls = append(calls, q.call)
+		}
+		rs, err := in.Batch(d.scratch, d.scratch+tableOff, calls)
+		if err != nil {
+			return err
+		}
+		results = append(results, rs...)
+	}
+	out := make([]byte, image.PageSize)
+	if err := ptrace.Read(d.pid, d.scratch+outOff, out); err != nil {
+		return err
+	}
+	for i, q := range qs {
+		var b []byte
+		if q.off >= 0 {
+			b = out[q.off : q.off+q.size]
+		}
+		if err := q.use(results[i], b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// outAddr is the address of offset off in the output page.
+func (d *dumper) outAddr(off int) uintptr { return d.scratch + outOff + uintptr(off) }

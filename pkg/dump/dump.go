@@ -145,7 +145,7 @@ func (d *dumper) seizeError(err error) error {
 func (d *dumper) releaseInjection() error {
 	var first error
 	if d.scratch != 0 && len(d.threads) > 0 && d.threads[0].in != nil {
-		if _, err := d.threads[0].in.Syscall(unix.SYS_MUNMAP, d.scratch, image.PageSize); err != nil {
+		if _, err := d.threads[0].in.Syscall(unix.SYS_MUNMAP, d.scratch, scratchPages*image.PageSize); err != nil {
 			first = fmt.Errorf("unmap scratch page: %w", err)
 		}
 		d.scratch = 0

@@ -40,7 +40,7 @@ func (k *Task) GetXState() ([]byte, error) {
 	buf := make([]byte, maxXState)
 	iov := unix.Iovec{Base: &buf[0]}
 	iov.SetLen(len(buf))
-	err := k.do("getregset xstate", unix.PTRACE_GETREGSET, unix.NT_X86_XSTATE, uintptr(unsafe.Pointer(&iov)))
+	err := k.doPtr("getregset xstate", unix.PTRACE_GETREGSET, unix.NT_X86_XSTATE, unsafe.Pointer(&iov))
 	if err != nil {
 		return nil, err
 	}
@@ -51,19 +51,19 @@ func (k *Task) GetXState() ([]byte, error) {
 func (k *Task) SetXState(x []byte) error {
 	iov := unix.Iovec{Base: &x[0]}
 	iov.SetLen(len(x))
-	return k.do("setregset xstate", unix.PTRACE_SETREGSET, unix.NT_X86_XSTATE, uintptr(unsafe.Pointer(&iov)))
+	return k.doPtr("setregset xstate", unix.PTRACE_SETREGSET, unix.NT_X86_XSTATE, unsafe.Pointer(&iov))
 }
 
 // GetSigmask reads the blocked signal mask.
 func (k *Task) GetSigmask() (uint64, error) {
 	var m uint64
-	err := k.do("getsigmask", unix.PTRACE_GETSIGMASK, 8, uintptr(unsafe.Pointer(&m)))
+	err := k.doPtr("getsigmask", unix.PTRACE_GETSIGMASK, 8, unsafe.Pointer(&m))
 	return m, err
 }
 
 // SetSigmask sets the blocked signal mask.
 func (k *Task) SetSigmask(m uint64) error {
-	return k.do("setsigmask", unix.PTRACE_SETSIGMASK, 8, uintptr(unsafe.Pointer(&m)))
+	return k.doPtr("setsigmask", unix.PTRACE_SETSIGMASK, 8, unsafe.Pointer(&m))
 }
 
 // RseqConfig is struct ptrace_rseq_configuration.
@@ -78,7 +78,7 @@ type RseqConfig struct {
 // GetRseqConfig reads PTRACE_GET_RSEQ_CONFIGURATION.
 func (k *Task) GetRseqConfig() (RseqConfig, error) {
 	var c RseqConfig
-	err := k.do("get_rseq_configuration", 0x420f, unsafe.Sizeof(c), uintptr(unsafe.Pointer(&c)))
+	err := k.doPtr("get_rseq_configuration", 0x420f, unsafe.Sizeof(c), unsafe.Pointer(&c))
 	return c, err
 }
 
@@ -109,6 +109,6 @@ func (k *Task) SeccompFilter(index int) ([]byte, error) {
 // (PTRACE_SECCOMP_GET_METADATA).
 func (k *Task) SeccompFlags(index int) (uint64, error) {
 	md := struct{ FilterOff, Flags uint64 }{FilterOff: uint64(index)}
-	err := k.do("seccomp_get_metadata", 0x420d, unsafe.Sizeof(md), uintptr(unsafe.Pointer(&md)))
+	err := k.doPtr("seccomp_get_metadata", 0x420d, unsafe.Sizeof(md), unsafe.Pointer(&md))
 	return md.Flags, err
 }

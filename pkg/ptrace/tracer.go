@@ -1,6 +1,7 @@
 package ptrace
 
 import (
+	"unsafe"
 	"errors"
 	"fmt"
 	"os"
@@ -226,6 +227,22 @@ func (k *Task) do(op string, req int, addr, data uintptr) error {
 	return k.t.Do(func() error {
 		if err := ptrace(req, k.Pid, addr, data); err != nil {
 			return &Error{op, k.Pid, err}
+		}
+		return nil
+	})
+}
+
+// doPtr is do for a request whose data points to memory the kernel reads or
+// writes. The pointer is turned into a uintptr only on the tracer thread,
+// at the syscall: the closure keeps the object alive and, because it
+// escapes, on the heap. (A uintptr made in the caller would point into the
+// caller's stack, which may move while the caller waits for the tracer
+// thread; the kernel would then write into the stack's old copy.)
+func (k *Task) doPtr(op string, req int, addr uintptr, data unsafe.Pointer) error {
+	return k.t.Do(func() error {
+		_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(k.Pid), addr, uintptr(data), 0, 0)
+		if e != 0 {
+			return &Error{op, k.Pid, e}
 		}
 		return nil
 	})

@@ -67,10 +67,16 @@ func (r *restorer) build() error {
 		if err := step(); err != nil {
 			return err
 		}
+		if err := r.flush(); err != nil {
+			return err
+		}
 	}
 	r.logf("pid %d rebuilt in %v (%d injected syscalls)", r.proc.Task.Pid, time.Since(t0), r.in.Count)
 	return nil
 }
+
+// atFdcwd is AT_FDCWD (-100) as a syscall argument.
+const atFdcwd = ^uintptr(99)
 
 type span struct{ start, end uint64 }
 
@@ -130,7 +136,10 @@ func (r *restorer) setupTrampoline(cur []memdump.Mapping) error {
 	if uint64(got) != addr {
 		return fmt.Errorf("trampoline landed at %#x, not %#x", got, addr)
 	}
-	if _, err := r.mem.WriteAt([]byte{0x0f, 0x05, 0xcc}, int64(addr)); err != nil {
+	code := make([]byte, batchOff, batchOff+len(parasite.BatchCode()))
+	copy(code, []byte{0x0f, 0x05, 0xcc}) // syscall; int3: single injected syscalls
+	code = append(code, parasite.BatchCode()...)
+	if _, err := r.mem.WriteAt(code, int64(addr)); err != nil {
 		return fmt.Errorf("write trampoline: %w", err)
 	}
 	if _, err := r.sys(unix.SYS_MPROTECT, uintptr(addr), pageSize, unix.PROT_READ|unix.PROT_EXEC); err != nil {
@@ -154,11 +163,9 @@ func (r *restorer) clearStub(cur []memdump.Mapping) error {
 		if isVdsoPart(m.Path) || m.Path == "[vsyscall]" {
 			continue
 		}
-		if _, err := r.sys(unix.SYS_MUNMAP, uintptr(m.Start), uintptr(m.End-m.Start)); err != nil {
-			return fmt.Errorf("unmap stub mapping %#x-%#x: %w", m.Start, m.End, err)
-		}
+		r.queue(fmt.Sprintf("unmap stub mapping %#x-%#x", m.Start, m.End), unix.SYS_MUNMAP, uintptr(m.Start), uintptr(m.End-m.Start))
 	}
-	return nil
+	return r.flush()
 }
 
 // placeVdso moves [vvar], [vvar_vclock] and [vdso] together to where they
@@ -232,7 +239,7 @@ func (r *restorer) openInTask(path string, flags int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	fd, err := r.sys(unix.SYS_OPENAT, uintptr(unix.AT_FDCWD&0xffffffff)|^uintptr(0xffffffff), p, uintptr(flags), 0)
+	fd, err := r.sys(unix.SYS_OPENAT, atFdcwd, p, uintptr(flags), 0)
 	if err != nil {
 		return 0, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -273,7 +280,43 @@ func (r *restorer) mapVMAs() error {
 		}
 		hasPages[j] = true
 	}
-	fds := map[string]int{}
+	// Open every mapped file once (one batch), then map everything (a
+	// second batch).
+	type open struct {
+		path string
+		mode int
+		fd   uintptr
+	}
+	opens := map[string]*open{}
+	var order []string
+	modeOf := func(v *image.VMA) int {
+		if v.Has(image.VMAShared) && hasVmFlag(v, "mw") {
+			return unix.O_RDWR
+		}
+		return unix.O_RDONLY
+	}
+	for i := range p.VMAs {
+		v := &p.VMAs[i]
+		if v.File == nil || v.Shmem != 0 || v.Special != "" && v.Special != image.SpecialHeap && v.Special != image.SpecialStack {
+			continue
+		}
+		key := fmt.Sprintf("%d:%s", modeOf(v), v.File.Path)
+		if opens[key] != nil {
+			continue
+		}
+		o := &open{path: v.File.Path, mode: modeOf(v)}
+		opens[key] = o
+		order = append(order, key)
+		path, err := r.stashString(o.path)
+		if err != nil {
+			return err
+		}
+		r.queueResult("open "+o.path, &o.fd, unix.SYS_OPENAT, atFdcwd, path, uintptr(o.mode|unix.O_CLOEXEC), 0)
+	}
+	if err := r.flush(); err != nil {
+		return err
+	}
+	var shmemFds []int
 	widened := []int{}
 	for i := range p.VMAs {
 		v := &p.VMAs[i]
@@ -305,43 +348,29 @@ func (r *restorer) mapVMAs() error {
 			if err != nil {
 				return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
 			}
-			fds[fmt.Sprintf("shmem:%d:%d", v.Shmem, i)] = f
+			shmemFds = append(shmemFds, f)
 			fd = uintptr(f)
 		} else if v.File != nil {
-			mode := unix.O_RDONLY
-			if v.Has(image.VMAShared) && hasVmFlag(v, "mw") {
-				mode = unix.O_RDWR
-			}
-			key := fmt.Sprintf("%d:%s", mode, v.File.Path)
-			f, ok := fds[key]
-			if !ok {
-				var err error
-				if f, err = r.openInTask(v.File.Path, mode|unix.O_CLOEXEC); err != nil {
-					return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
-				}
-				fds[key] = f
-			}
-			fd = uintptr(f)
+			fd = opens[fmt.Sprintf("%d:%s", modeOf(v), v.File.Path)].fd
 		} else {
 			flags |= unix.MAP_ANONYMOUS
 		}
-		got, err := r.sys(unix.SYS_MMAP, uintptr(v.Start), uintptr(v.Len()), prot, flags, fd, uintptr(v.Pgoff))
-		if err != nil {
-			return fmt.Errorf("map vma %#x-%#x: %w", v.Start, v.End, err)
-		}
-		if uint64(got) != v.Start {
-			return fmt.Errorf("map vma %#x-%#x landed at %#x", v.Start, v.End, got)
-		}
+		r.queueExpect(fmt.Sprintf("map vma %#x-%#x", v.Start, v.End), uintptr(v.Start),
+			unix.SYS_MMAP, uintptr(v.Start), uintptr(v.Len()), prot, flags, fd, uintptr(v.Pgoff))
 		for _, m := range madvFlags {
 			if hasVmFlag(v, m.flag) {
-				if _, err := r.sys(unix.SYS_MADVISE, uintptr(v.Start), uintptr(v.Len()), m.advice); err != nil {
-					return fmt.Errorf("madvise vma %#x-%#x: %w", v.Start, v.End, err)
-				}
+				r.queue(fmt.Sprintf("madvise vma %#x-%#x", v.Start, v.End), unix.SYS_MADVISE, uintptr(v.Start), uintptr(v.Len()), m.advice)
 			}
 		}
 	}
-	for _, fd := range fds {
-		r.sys(unix.SYS_CLOSE, uintptr(fd))
+	for _, k := range order {
+		r.queue("close", unix.SYS_CLOSE, opens[k].fd)
+	}
+	for _, fd := range shmemFds {
+		r.queue("close", unix.SYS_CLOSE, uintptr(fd))
+	}
+	if err := r.flush(); err != nil {
+		return err
 	}
 	t0 := time.Now()
 	if err := r.fillPages(); err != nil {
@@ -350,11 +379,9 @@ func (r *restorer) mapVMAs() error {
 	r.logf("filled %d page runs in %v", len(p.PageMap), time.Since(t0))
 	for _, i := range widened {
 		v := &p.VMAs[i]
-		if _, err := r.sys(unix.SYS_MPROTECT, uintptr(v.Start), uintptr(v.Len()), protBits(v.Prot)); err != nil {
-			return fmt.Errorf("protect vma %#x-%#x: %w", v.Start, v.End, err)
-		}
+		r.queue(fmt.Sprintf("protect vma %#x-%#x", v.Start, v.End), unix.SYS_MPROTECT, uintptr(v.Start), uintptr(v.Len()), protBits(v.Prot))
 	}
-	return nil
+	return r.flush()
 }
 
 func hasVmFlag(v *image.VMA, f string) bool {

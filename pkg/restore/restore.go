@@ -129,6 +129,9 @@ type restorer struct {
 	scratchSize uintptr
 	tramp       uintptr // trampoline (code page + scratch)
 	transport   int     // the task's end of the fd transport
+
+	pending []queued // injected syscalls waiting to run as one batch
+	arena   uintptr  // bytes of the scratch arena used by pending calls
 }
 
 // rthread is one thread of the process being built.
@@ -497,7 +500,13 @@ func (r *restorer) checkPidOr(pid int, err error) error {
 }
 
 // sys runs a syscall in the task.
+// Pending queued calls run first, so that the order is kept.
 func (r *restorer) sys(nr uintptr, args ...uintptr) (uintptr, error) {
+	if len(r.pending) > 0 {
+		if err := r.flush(); err != nil {
+			return 0, err
+		}
+	}
 	return r.in.Syscall(nr, args...)
 }
 

@@ -31,23 +31,19 @@ func le64(vals ...uint64) []byte {
 // every signal is blocked meanwhile.
 func (r *restorer) restoreThreadSignals(th *image.Thread) error {
 	if ss := th.Sigaltstack; ss != nil {
-		addr, err := r.put(0, le64(ss.SP, uint64(uint32(ss.Flags)), ss.Size))
+		addr, err := r.stash(le64(ss.SP, uint64(uint32(ss.Flags)), ss.Size))
 		if err != nil {
 			return err
 		}
-		if _, err := r.sys(unix.SYS_SIGALTSTACK, addr, 0); err != nil {
-			return fmt.Errorf("sigaltstack: %w", err)
-		}
+		r.queue("sigaltstack", unix.SYS_SIGALTSTACK, addr, 0)
 	}
 	for _, si := range th.Pending {
 		sig := binary.LittleEndian.Uint32(si)
-		addr, err := r.put(0, si)
+		addr, err := r.stash(si)
 		if err != nil {
 			return err
 		}
-		if _, err := r.sys(unix.SYS_RT_TGSIGQUEUEINFO, uintptr(r.proc.Task.Pid), uintptr(th.Tid), uintptr(sig), addr); err != nil {
-			return fmt.Errorf("queue pending signal %d: %w", sig, err)
-		}
+		r.queue(fmt.Sprintf("queue pending signal %d", sig), unix.SYS_RT_TGSIGQUEUEINFO, uintptr(r.proc.Task.Pid), uintptr(th.Tid), uintptr(sig), addr)
 	}
 	return nil
 }
@@ -58,13 +54,11 @@ func (r *restorer) restoreSharedSignals() error {
 	pid := uintptr(r.proc.Task.Pid)
 	for _, si := range r.proc.Task.SharedPending {
 		sig := binary.LittleEndian.Uint32(si)
-		addr, err := r.put(0, si)
+		addr, err := r.stash(si)
 		if err != nil {
 			return err
 		}
-		if _, err := r.sys(unix.SYS_RT_SIGQUEUEINFO, pid, uintptr(sig), addr); err != nil {
-			return fmt.Errorf("queue pending signal %d: %w", sig, err)
-		}
+		r.queue(fmt.Sprintf("queue pending signal %d", sig), unix.SYS_RT_SIGQUEUEINFO, pid, uintptr(sig), addr)
 	}
 	return nil
 }
@@ -148,13 +142,9 @@ func (r *restorer) restoreTimers() error {
 // restoreMisc sets the per-task knobs that need no privilege.
 func (r *restorer) restoreMisc() error {
 	t := &r.proc.Task
-	if _, err := r.sys(unix.SYS_PERSONALITY, uintptr(t.Personality)); err != nil {
-		return fmt.Errorf("personality %#x: %w", t.Personality, err)
-	}
+	r.queue(fmt.Sprintf("personality %#x", t.Personality), unix.SYS_PERSONALITY, uintptr(t.Personality))
 	if t.ChildSubreaper {
-		if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
-			return fmt.Errorf("child subreaper: %w", err)
-		}
+		r.queue("child subreaper", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1)
 	}
 	pid := r.task.Pid
 	if t.Sched.Policy != 0 || t.Sched.RtPriority != 0 {
@@ -179,18 +169,16 @@ func (r *restorer) restoreSeccomp() error {
 		return nil // strict mode is entered last, in finish
 	}
 	for i, f := range sc.Filters {
-		insns, err := r.put(1024, f.Insns)
+		insns, err := r.stash(f.Insns)
 		if err != nil {
 			return err
 		}
 		// struct sock_fprog { unsigned short len; struct sock_filter *filter; }
-		prog, err := r.put(0, le64(uint64(len(f.Insns)/8), uint64(insns)))
+		prog, err := r.stash(le64(uint64(len(f.Insns)/8), uint64(insns)))
 		if err != nil {
 			return err
 		}
-		if _, err := r.sys(unix.SYS_SECCOMP, seccompSetModeFilter, uintptr(f.Flags), prog); err != nil {
-			return fmt.Errorf("install seccomp filter %d: %w", i, err)
-		}
+		r.queue(fmt.Sprintf("install seccomp filter %d", i), unix.SYS_SECCOMP, seccompSetModeFilter, uintptr(f.Flags), prog)
 	}
 	return nil
 }
@@ -228,27 +216,19 @@ func (r *restorer) restoreCreds() error {
 	if err := r.restoreBounding(c); err != nil {
 		return err
 	}
-	if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, uintptr(c.Securebits|secbitKeepCaps)); err != nil {
-		return fmt.Errorf("securebits %#x: %w", c.Securebits, err)
-	}
+	r.queue(fmt.Sprintf("securebits %#x", c.Securebits), unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, uintptr(c.Securebits|secbitKeepCaps))
 	b := make([]byte, 0, 4*len(c.Groups)+4)
 	for _, g := range c.Groups {
 		b = binary.LittleEndian.AppendUint32(b, g)
 	}
-	addr, err := r.put(0, append(b, 0, 0, 0, 0))
+	addr, err := r.stash(append(b, 0, 0, 0, 0))
 	if err != nil {
 		return err
 	}
-	if _, err := r.sys(unix.SYS_SETGROUPS, uintptr(len(c.Groups)), addr); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
-	}
-	if _, err := r.sys(unix.SYS_SETRESGID, uintptr(c.Gid[0]), uintptr(c.Gid[1]), uintptr(c.Gid[2])); err != nil {
-		return fmt.Errorf("setresgid: %w", err)
-	}
+	r.queue("setgroups", unix.SYS_SETGROUPS, uintptr(len(c.Groups)), addr)
+	r.queue("setresgid", unix.SYS_SETRESGID, uintptr(c.Gid[0]), uintptr(c.Gid[1]), uintptr(c.Gid[2]))
 	r.sys(unix.SYS_SETFSGID, uintptr(c.Gid[3]))
-	if _, err := r.sys(unix.SYS_SETRESUID, uintptr(c.Uid[0]), uintptr(c.Uid[1]), uintptr(c.Uid[2])); err != nil {
-		return fmt.Errorf("setresuid: %w", err)
-	}
+	r.queue("setresuid", unix.SYS_SETRESUID, uintptr(c.Uid[0]), uintptr(c.Uid[1]), uintptr(c.Uid[2]))
 	r.sys(unix.SYS_SETFSUID, uintptr(c.Uid[3]))
 	// struct __user_cap_header_struct, then two __user_cap_data_struct.
 	capb := make([]byte, 0, 32)
@@ -259,24 +239,18 @@ func (r *restorer) restoreCreds() error {
 			capb = binary.LittleEndian.AppendUint32(capb, uint32(v>>half))
 		}
 	}
-	addr, err = r.put(0, capb)
+	addr, err = r.stash(capb)
 	if err != nil {
 		return err
 	}
-	if _, err := r.sys(unix.SYS_CAPSET, addr, addr+8); err != nil {
-		return fmt.Errorf("capset: %w", err)
-	}
+	r.queue("capset", unix.SYS_CAPSET, addr, addr+8)
 	for cp := 0; cp <= capLastCap; cp++ {
 		if c.CapAmb&(1<<cp) != 0 {
-			if _, err := r.sys(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uintptr(cp), 0, 0); err != nil {
-				return fmt.Errorf("raise ambient capability %d: %w", cp, err)
-			}
+			r.queue(fmt.Sprintf("raise ambient capability %d", cp), unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uintptr(cp), 0, 0)
 		}
 	}
 	if c.Securebits&secbitKeepCaps == 0 {
-		if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0); err != nil {
-			return fmt.Errorf("clear keep-caps: %w", err)
-		}
+		r.queue("clear keep-caps", unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0)
 	}
 	return nil
 }
@@ -284,9 +258,7 @@ func (r *restorer) restoreCreds() error {
 func (r *restorer) restoreBounding(c *image.Creds) error {
 	for cp := 0; cp <= capLastCap; cp++ {
 		if c.CapBnd&(1<<cp) == 0 {
-			if _, err := r.sys(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(cp)); err != nil {
-				return fmt.Errorf("drop capability %d from the bounding set: %w", cp, err)
-			}
+			r.queue(fmt.Sprintf("drop capability %d from the bounding set", cp), unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(cp))
 		}
 	}
 	return nil
@@ -296,18 +268,14 @@ func (r *restorer) restoreBounding(c *image.Creds) error {
 // parent-death signal, no_new_privs.
 func (r *restorer) restoreLate() error {
 	t := &r.proc.Task
-	if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uintptr(t.Dumpable)); err != nil && t.Dumpable != 2 {
-		return fmt.Errorf("dumpable %d: %w", t.Dumpable, err)
+	if t.Dumpable == 0 || t.Dumpable == 1 { // 2 (suid_dumpable) cannot be set
+		r.queue(fmt.Sprintf("dumpable %d", t.Dumpable), unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uintptr(t.Dumpable))
 	}
 	if t.Pdeathsig != 0 {
-		if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(t.Pdeathsig)); err != nil {
-			return fmt.Errorf("parent-death signal: %w", err)
-		}
+		r.queue("parent-death signal", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(t.Pdeathsig))
 	}
 	if t.NoNewPrivs {
-		if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("no_new_privs: %w", err)
-		}
+		r.queue("no_new_privs", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 	}
 	return nil
 }

@@ -45,15 +45,27 @@ func (r *restorer) restoreFiles() error {
 	for _, e := range r.proc.Fds {
 		maxFd = max(maxFd, e.Fd)
 	}
-	// Temporary fds live above every fd of the image; lift the soft fd
-	// limit meanwhile (the image's own limit was set already).
+	used := map[int]bool{}
+	var files []*image.File // the descriptions of this process, in image order
+	for _, e := range r.proc.Fds {
+		used[e.FileID] = true
+	}
+	for i := range r.ck.Files {
+		if used[r.ck.Files[i].ID] {
+			files = append(files, &r.ck.Files[i])
+		}
+	}
+	// Received fds land low; temporaries live above both them and every fd
+	// of the image. Lift the soft fd limit meanwhile (the image's own limit
+	// was set already).
+	base := maxFd + 1
+	temps := max(base, len(files)) + 2
 	pid := r.task.Pid
 	var nofile unix.Rlimit
 	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &nofile); err != nil {
 		return err
 	}
-	base := maxFd + 1
-	if need := uint64(base + len(r.ck.Files) + 8); nofile.Cur < need {
+	if need := uint64(temps + len(files) + 8); nofile.Cur < need {
 		if nofile.Max < need {
 			return fmt.Errorf("fd %d is above the fd limit (%d) cr can give the process", maxFd, nofile.Max)
 		}
@@ -65,76 +77,103 @@ func (r *restorer) restoreFiles() error {
 	}
 	// Keep the fd transport above the image's fds, close everything else
 	// the stub left.
-	tr, err := r.sys(unix.SYS_FCNTL, uintptr(r.transport), unix.F_DUPFD_CLOEXEC, uintptr(base))
-	if err != nil {
-		return fmt.Errorf("move the fd transport: %w", err)
+	var tr uintptr
+	r.queueResult("move the fd transport", &tr, unix.SYS_FCNTL, uintptr(r.transport), unix.F_DUPFD_CLOEXEC, uintptr(base))
+	r.queue("close stub fds", unix.SYS_CLOSE_RANGE, 0, uintptr(base-1), 0)
+	if err := r.flush(); err != nil {
+		return err
 	}
 	r.transport = int(tr)
-	if _, err := r.sys(unix.SYS_CLOSE_RANGE, 0, uintptr(base-1), 0); err != nil {
-		return fmt.Errorf("close stub fds: %w", err)
+
+	// Every description arrives (or, for an epoll instance made here, is
+	// made) at the lowest free fd, in order, in batches of receives.
+	low := make([]int, len(files))
+	const perBatch = 64
+	for start := 0; start < len(files); start += perBatch {
+		chunk := files[start:min(start+perBatch, len(files))]
+		ctls := make([]uintptr, len(chunk))
+		results := make([]uintptr, len(chunk))
+		for i, f := range chunk {
+			if f.Type == image.FileEpoll && r.t.files[f.ID] == 0 {
+				r.queueResult("epoll_create1", &results[i], unix.SYS_EPOLL_CREATE1, unix.EPOLL_CLOEXEC)
+				continue
+			}
+			crfd, err := r.t.crFile(f)
+			if err != nil {
+				return fmt.Errorf("fd %d: %w", r.fdOf(f.ID), err)
+			}
+			if err := unix.Sendmsg(r.t.crEnd, []byte{0}, unix.UnixRights(crfd), nil, 0); err != nil {
+				return fmt.Errorf("send fd to pid %d: %w", pid, err)
+			}
+			msg, ctl, err := r.stashMsghdr()
+			if err != nil {
+				return err
+			}
+			ctls[i] = ctl
+			r.queue(fmt.Sprintf("fd %d: receive", r.fdOf(f.ID)), unix.SYS_RECVMSG, uintptr(r.transport), msg, unix.MSG_CMSG_CLOEXEC)
+		}
+		if err := r.flush(); err != nil {
+			return err
+		}
+		for i := range chunk {
+			if ctls[i] == 0 {
+				low[start+i] = int(results[i])
+				continue
+			}
+			fd, err := r.readRights(ctls[i])
+			if err != nil {
+				return err
+			}
+			low[start+i] = fd
+		}
 	}
-	used := map[int]bool{}
-	for _, e := range r.proc.Fds {
-		used[e.FileID] = true
-	}
+	// One batch: park every description at a temporary fd, close the low
+	// ones and the transport, dup each to its fd numbers, close the
+	// temporaries, fill epoll interest lists.
 	temp := map[int]int{} // file id -> temporary fd
-	hold := func(fd int) (int, error) {
-		// Move a new fd above the image's fds.
-		hi, err := r.sys(unix.SYS_FCNTL, uintptr(fd), unix.F_DUPFD_CLOEXEC, uintptr(base))
-		if err != nil {
-			return 0, err
-		}
-		r.sys(unix.SYS_CLOSE, uintptr(fd))
-		return int(hi), nil
+	for i, f := range files {
+		t := temps + i
+		temp[f.ID] = t
+		r.queue("park fd", unix.SYS_DUP3, uintptr(low[i]), uintptr(t), unix.O_CLOEXEC)
 	}
-	for i := range r.ck.Files {
-		f := &r.ck.Files[i]
-		if !used[f.ID] {
-			continue
-		}
-		fd, err := r.installFile(f, hold)
-		if err != nil {
-			return fmt.Errorf("fd %d: %w", r.fdOf(f.ID), err)
-		}
-		temp[f.ID] = fd
-	}
+	r.queue("close received fds", unix.SYS_CLOSE_RANGE, 0, uintptr(temps-1), 0)
 	for _, e := range r.proc.Fds {
 		cloexec := uintptr(0)
 		if e.Cloexec {
 			cloexec = unix.O_CLOEXEC
 		}
-		if _, err := r.sys(unix.SYS_DUP3, uintptr(temp[e.FileID]), uintptr(e.Fd), cloexec); err != nil {
-			return fmt.Errorf("fd %d: %w", e.Fd, err)
-		}
+		r.queue(fmt.Sprintf("fd %d", e.Fd), unix.SYS_DUP3, uintptr(temp[e.FileID]), uintptr(e.Fd), cloexec)
 	}
-	if _, err := r.sys(unix.SYS_CLOSE_RANGE, uintptr(base), ^uintptr(0)>>32, 0); err != nil {
-		return fmt.Errorf("close temporary fds: %w", err)
-	}
-	for i := range r.ck.Files {
-		f := &r.ck.Files[i]
-		if f.Type != image.FileEpoll || !used[f.ID] || r.t.files[f.ID] != 0 {
-			continue // not here, or registered by the process that created it
+	r.queue("close temporary fds", unix.SYS_CLOSE_RANGE, uintptr(temps), ^uintptr(0)>>32, 0)
+	var epolls []*image.File
+	for _, f := range files {
+		if f.Type != image.FileEpoll || r.t.files[f.ID] != 0 {
+			continue // not an epoll, or registered by the process that made it
 		}
+		epolls = append(epolls, f)
 		epfd := r.fdOf(f.ID)
 		for _, t := range f.Epoll {
 			// struct epoll_event is packed on x86-64: u32 events, u64 data.
 			ev := make([]byte, 12)
 			binary.LittleEndian.PutUint32(ev, t.Events)
 			binary.LittleEndian.PutUint64(ev[4:], t.Data)
-			addr, err := r.put(0, ev)
+			addr, err := r.stash(ev)
 			if err != nil {
 				return err
 			}
-			if _, err := r.sys(unix.SYS_EPOLL_CTL, uintptr(epfd), unix.EPOLL_CTL_ADD, uintptr(t.Fd), addr); err != nil {
-				return fmt.Errorf("fd %d: watch fd %d with epoll: %w", epfd, t.Fd, err)
-			}
+			r.queue(fmt.Sprintf("fd %d: watch fd %d with epoll", epfd, t.Fd), unix.SYS_EPOLL_CTL, uintptr(epfd), unix.EPOLL_CTL_ADD, uintptr(t.Fd), addr)
 		}
-		// Other processes that share this epoll instance get it from cr.
-		if fd, err := r.grab(epfd); err != nil {
+	}
+	if err := r.flush(); err != nil {
+		return err
+	}
+	// Other processes that share an epoll instance made here get it from cr.
+	for _, f := range epolls {
+		fd, err := r.grab(r.fdOf(f.ID))
+		if err != nil {
 			return err
-		} else {
-			r.t.files[f.ID] = fd
 		}
+		r.t.files[f.ID] = fd
 	}
 	// cwd, then root (paths are resolved against cr's root until then).
 	p, err := r.putString(0, r.proc.FS.Cwd.Path)
@@ -163,31 +202,6 @@ func (r *restorer) fdOf(id int) int {
 		}
 	}
 	return -1
-}
-
-// installFile puts one open file description into the task, held at a
-// temporary high fd (by hold), and returns that fd. cr makes each
-// description once (open, pipe2, eventfd) and sends it to every process that
-// has it, over the fd transport, so processes that shared a description
-// share it again; epoll instances are made in the first process that has
-// them, where their interest list is filled.
-func (r *restorer) installFile(f *image.File, hold func(int) (int, error)) (int, error) {
-	if f.Type == image.FileEpoll && r.t.files[f.ID] == 0 {
-		fd, err := r.sys(unix.SYS_EPOLL_CREATE1, unix.EPOLL_CLOEXEC)
-		if err != nil {
-			return 0, fmt.Errorf("epoll_create1: %w", err)
-		}
-		return hold(int(fd))
-	}
-	crfd, err := r.t.crFile(f)
-	if err != nil {
-		return 0, err
-	}
-	fd, err := r.receive(crfd)
-	if err != nil {
-		return 0, err
-	}
-	return hold(fd)
 }
 
 // crFile returns cr's own fd of the open file description f, making it the
@@ -414,29 +428,48 @@ func (r *restorer) receive(crfd int) (int, error) {
 	if err := unix.Sendmsg(r.t.crEnd, []byte{0}, unix.UnixRights(crfd), nil, 0); err != nil {
 		return 0, fmt.Errorf("send fd to pid %d: %w", r.task.Pid, err)
 	}
-	// struct msghdr {name, namelen, iov, iovlen, control, controllen, flags},
-	// one iovec of one byte, and room for one SCM_RIGHTS cmsg.
-	const off = 3072
-	base := r.scratch + off
-	msg := le64(0, 0, uint64(base+64), 1, uint64(base+96), 24, 0)
-	msg = append(msg, make([]byte, 64-len(msg))...)
-	msg = append(msg, le64(uint64(base+80), 1)...)
-	msg = append(msg, make([]byte, 96-len(msg)+24)...)
-	addr, err := r.put(off, msg)
+	msg, ctl, err := r.stashMsghdr()
 	if err != nil {
 		return 0, err
 	}
-	if _, err := r.sys(unix.SYS_RECVMSG, uintptr(r.transport), addr, unix.MSG_CMSG_CLOEXEC); err != nil {
-		return 0, fmt.Errorf("receive fd: %w", err)
-	}
-	ctl := make([]byte, 24)
-	if _, err := r.mem.ReadAt(ctl, int64(base+96)); err != nil {
+	r.queue("receive fd", unix.SYS_RECVMSG, uintptr(r.transport), msg, unix.MSG_CMSG_CLOEXEC)
+	if err := r.flush(); err != nil {
 		return 0, err
 	}
-	if int32(binary.LittleEndian.Uint32(ctl[12:])) != unix.SCM_RIGHTS {
+	return r.readRights(ctl)
+}
+
+// stashMsghdr stashes a struct msghdr {name, namelen, iov, iovlen, control,
+// controllen, flags} with one iovec of one byte and room for one
+// SCM_RIGHTS cmsg; it returns the msghdr's and the control buffer's
+// addresses.
+func (r *restorer) stashMsghdr() (msg, ctl uintptr, err error) {
+	// Reserve the block first, then fill in the addresses inside it.
+	buf := make([]byte, 128)
+	base, err := r.stash(buf)
+	if err != nil {
+		return 0, 0, err
+	}
+	b := le64(0, 0, uint64(base+64), 1, uint64(base+96), 24, 0)
+	b = append(b, make([]byte, 64-len(b))...)
+	b = append(b, le64(uint64(base+80), 1)...)
+	b = append(b, make([]byte, 128-len(b))...)
+	if _, err := r.mem.WriteAt(b, int64(base)); err != nil {
+		return 0, 0, err
+	}
+	return base, base + 96, nil
+}
+
+// readRights reads the fd a recvmsg put into the control buffer at ctl.
+func (r *restorer) readRights(ctl uintptr) (int, error) {
+	b := make([]byte, 24)
+	if _, err := r.mem.ReadAt(b, int64(ctl)); err != nil {
+		return 0, err
+	}
+	if int32(binary.LittleEndian.Uint32(b[12:])) != unix.SCM_RIGHTS {
 		return 0, fmt.Errorf("receive fd: no SCM_RIGHTS message")
 	}
-	return int(int32(binary.LittleEndian.Uint32(ctl[16:]))), nil
+	return int(int32(binary.LittleEndian.Uint32(b[16:]))), nil
 }
 
 // grab copies the task's fd into cr (pidfd_getfd).
@@ -493,20 +526,16 @@ func (r *restorer) restoreMM() error {
 // credentials.
 func (r *restorer) restoreTask() error {
 	t := &r.proc.Task
-	if _, err := r.sys(unix.SYS_UMASK, uintptr(t.Umask)); err != nil {
-		return fmt.Errorf("umask: %w", err)
-	}
+	r.queue("umask", unix.SYS_UMASK, uintptr(t.Umask))
 	for _, sa := range t.Sigactions {
 		if sa.Handler == 0 && sa.Flags == 0 && sa.Mask == 0 {
 			continue // SIG_DFL, as in a new process
 		}
-		addr, err := r.put(0, le64(sa.Handler, sa.Flags, sa.Restorer, sa.Mask))
+		addr, err := r.stash(le64(sa.Handler, sa.Flags, sa.Restorer, sa.Mask))
 		if err != nil {
 			return err
 		}
-		if _, err := r.sys(unix.SYS_RT_SIGACTION, uintptr(sa.Sig), addr, 0, 8); err != nil {
-			return fmt.Errorf("restore handler of signal %d: %w", sa.Sig, err)
-		}
+		r.queue(fmt.Sprintf("restore handler of signal %d", sa.Sig), unix.SYS_RT_SIGACTION, uintptr(sa.Sig), addr, 0, 8)
 	}
 	for _, step := range []func() error{r.restoreMisc, r.restoreTimers, r.restoreSharedSignals} {
 		if err := step(); err != nil {
@@ -536,10 +565,17 @@ func (r *restorer) restoreTask() error {
 
 // onThread runs f with syscalls injected into thread th.
 func (r *restorer) onThread(th *rthread, f func() error) error {
+	if err := r.flush(); err != nil {
+		return err
+	}
 	saved := r.in
 	r.in = th.in
 	defer func() { r.in = saved }()
-	return f()
+	if err := f(); err != nil {
+		r.pending, r.arena = nil, 0
+		return err
+	}
+	return r.flush()
 }
 
 // restoreThread sets one thread's own state: name, rseq, clear_child_tid,
@@ -549,30 +585,20 @@ func (r *restorer) restoreThread(th *image.Thread) error {
 	if name == "" {
 		name = r.proc.Task.Comm
 	}
-	p, err := r.putString(0, name)
+	p, err := r.stashString(name)
 	if err != nil {
 		return err
 	}
-	if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_NAME, p); err != nil {
-		return fmt.Errorf("set name: %w", err)
-	}
+	r.queue("set name", unix.SYS_PRCTL, unix.PR_SET_NAME, p)
 	if th.Rseq != nil {
-		if _, err := r.sys(unix.SYS_RSEQ, uintptr(th.Rseq.Ptr), uintptr(th.Rseq.Size), 0, uintptr(th.Rseq.Signature)); err != nil {
-			return fmt.Errorf("register rseq at %#x: %w", th.Rseq.Ptr, err)
-		}
+		r.queue(fmt.Sprintf("register rseq at %#x", th.Rseq.Ptr), unix.SYS_RSEQ, uintptr(th.Rseq.Ptr), uintptr(th.Rseq.Size), 0, uintptr(th.Rseq.Signature))
 	}
-	if _, err := r.sys(unix.SYS_SET_TID_ADDRESS, uintptr(th.ClearChildTid)); err != nil {
-		return fmt.Errorf("set_tid_address: %w", err)
-	}
+	r.queue("set_tid_address", unix.SYS_SET_TID_ADDRESS, uintptr(th.ClearChildTid))
 	if th.RobustList != 0 {
-		if _, err := r.sys(sysSetRobustList, uintptr(th.RobustList), uintptr(th.RobustListLen)); err != nil {
-			return fmt.Errorf("set_robust_list: %w", err)
-		}
+		r.queue("set_robust_list", sysSetRobustList, uintptr(th.RobustList), uintptr(th.RobustListLen))
 	}
 	if ts := r.proc.Task.Sched.TimerSlackNs; ts != 0 {
-		if _, err := r.sys(unix.SYS_PRCTL, unix.PR_SET_TIMERSLACK, uintptr(ts)); err != nil {
-			return fmt.Errorf("timer slack: %w", err)
-		}
+		r.queue("timer slack", unix.SYS_PRCTL, unix.PR_SET_TIMERSLACK, uintptr(ts))
 	}
 	return r.restoreThreadSignals(th)
 }

@@ -5,7 +5,8 @@
  *      with P (one open file description: a shared offset) and then sends
  *      the next sequence number to P over a pipe;
  *   B: its own process group; sleeps;
- *   Z: exits at once with status 7; P does not reap it (a zombie).
+ *   Z: exits at once with status 7; P does not reap it (a zombie);
+ *   S: stops itself (SIGSTOP) and stays stopped.
  * P writes a line to the shared file too each time it reads a number.
  * A check verifies: the numbers from A come with no gap and no repeat, the
  * shared file holds exactly the lines written (no line overwritten, so the
@@ -19,7 +20,7 @@
 
 #define LINE 16
 static int pfd[2], shared_fd;
-static pid_t a, b, z;
+static pid_t a, b, z, stopped;
 static unsigned long last_seq, my_lines;
 
 static void child_a(void)
@@ -82,6 +83,8 @@ static void on_bye(int sig)
 	(void)sig;
 	kill(a, SIGKILL);
 	kill(b, SIGKILL);
+	kill(stopped, SIGKILL);
+	waitpid(stopped, NULL, 0);
 	waitpid(a, NULL, 0);
 	waitpid(b, NULL, 0);
 	waitpid(z, NULL, 0);
@@ -120,11 +123,18 @@ int main(int argc, char **argv)
 	}
 	if ((z = fork()) == 0)
 		_exit(7);
+	if ((stopped = fork()) == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		signal(SIGUSR1, SIG_IGN);
+		signal(SIGUSR2, SIG_DFL);
+		for (;;)
+			raise(SIGSTOP);
+	}
 	close(pfd[1]);
 	setpgid(b, b);
 	/* Let Z die and B settle before READY. */
 	sleep_ms(50);
-	out("READY a=%d b=%d z=%d counter=%p\n", a, b, z, (void *)&counter);
+	out("READY a=%d b=%d z=%d stopped=%d counter=%p\n", a, b, z, stopped, (void *)&counter);
 	for (;;) {
 		counter++;
 		drain();

@@ -257,6 +257,8 @@ func (t *tree) releaseAll(err error, committed bool) error {
 			if th.task.Exited != nil {
 				continue
 			}
+			// (A process that was stopped stays stopped: the kernel puts a
+			// detached task of a stopped group back into the group stop.)
 			// Once the image is committed it is complete: a target that was
 			// killed meanwhile does not make the dump fail.
 			if derr := th.task.Detach(0); derr != nil && err == nil && !(committed && p.gone()) {

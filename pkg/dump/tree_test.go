@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cr-tools/cr/internal/testutil"
 	"github.com/cr-tools/cr/pkg/dump"
@@ -58,5 +60,33 @@ func TestDumpTreeKeepsCopyOnWrite(t *testing.T) {
 	st, err := os.Stat(filepath.Join(dir, image.PagesFile(child)))
 	require.NoError(t, err)
 	require.Less(t, st.Size(), int64(1<<20))
+	p.Check(t)
+}
+
+// TestDumpStoppedChildStaysStopped: a stopped child of a dumped tree is
+// stopped again after a dump with LeaveRunning.
+func TestDumpStoppedChildStaysStopped(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := testutil.Start(t, testutil.BuildC(t, "family"))
+	s := p.IntInfo(t, "stopped")
+	state := func() string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s))
+		require.NoError(t, err)
+		st := string(b)
+		return strings.Fields(st[strings.LastIndexByte(st, ')')+2:])[0]
+	}
+	require.Equal(t, "T", state())
+	dir := filepath.Join(t.TempDir(), "img")
+	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
+	require.NoError(t, err)
+	ck, err := image.Load(dir)
+	require.NoError(t, err)
+	for _, pr := range ck.Processes {
+		if pr.Task.Pid == s {
+			require.True(t, pr.Task.Stopped, "recorded as stopped")
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	require.Equal(t, "T", state(), "still stopped after the dump")
 	p.Check(t)
 }

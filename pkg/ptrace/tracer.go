@@ -106,7 +106,7 @@ func (t *Tracer) StartTraced(cmd *exec.Cmd, timeout time.Duration, options int) 
 		if err := cmd.Start(); err != nil {
 			return err
 		}
-		task = &Task{t: t, Pid: cmd.Process.Pid, Timeout: timeout}
+		task = &Task{t: t, Pid: cmd.Process.Pid, Timeout: timeout, opts: options, optsKnown: true}
 		ws, err := task.wait()
 		if err != nil {
 			return err
@@ -132,9 +132,19 @@ type Task struct {
 	Pid int // the thread id
 	// Timeout, if set, overrides the tracer's bound on waits for this task.
 	Timeout time.Duration
+	// GroupStop: the task was stopped (SIGSTOP, job control) when seized.
+	GroupStop bool
 	// Exited is set once a wait reported the task gone.
 	Exited *ExitedError
+
+	opts      int  // the ptrace options last set, when known
+	optsKnown bool // opts is known (seized, started or set through this Task)
 }
+
+// Options returns the ptrace options set on the task through this package
+// (Seize, StartTraced, SetOptions); ok is false when they are not known (a
+// task from Adopt).
+func (k *Task) Options() (opts int, ok bool) { return k.opts, k.optsKnown }
 
 // Tracer returns the tracer that owns the task.
 func (k *Task) Tracer() *Tracer { return k.t }
@@ -143,7 +153,7 @@ func (k *Task) Tracer() *Tracer { return k.t }
 // PTRACE_EVENT_STOP with PTRACE_INTERRUPT. A signal delivered on the way is
 // passed on to the task (resumed with it) and we wait again.
 func (t *Tracer) Seize(tid int, options int) (*Task, error) {
-	k := &Task{t: t, Pid: tid}
+	k := &Task{t: t, Pid: tid, opts: options, optsKnown: true}
 	err := t.Do(func() error {
 		if err := ptrace(unix.PTRACE_SEIZE, tid, 0, uintptr(options)); err != nil {
 			return &Error{"seize", tid, err}
@@ -160,8 +170,12 @@ func (t *Tracer) Seize(tid int, options int) (*Task, error) {
 				}
 				return err
 			}
-			if ws.StopSignal() == unix.SIGTRAP && ws.TrapCause() == unix.PTRACE_EVENT_STOP ||
-				ws.TrapCause() == unix.PTRACE_EVENT_STOP {
+			// PTRACE_EVENT_STOP: the interrupt stop (stop signal SIGTRAP), or,
+			// for a task that was stopped already, a group stop (SIGSTOP and
+			// friends; x/sys's TrapCause says -1 for those, so test the
+			// status directly).
+			if int(ws)>>16 == unix.PTRACE_EVENT_STOP {
+				k.GroupStop = ws.StopSignal() != unix.SIGTRAP
 				return nil
 			}
 			// A signal-delivery stop: let the signal through and wait again.
@@ -261,7 +275,11 @@ func (k *Task) Interrupt() error { return k.do("interrupt", unix.PTRACE_INTERRUP
 
 // SetOptions sets the ptrace options.
 func (k *Task) SetOptions(options int) error {
-	return k.do("setoptions", unix.PTRACE_SETOPTIONS, 0, uintptr(options))
+	err := k.do("setoptions", unix.PTRACE_SETOPTIONS, 0, uintptr(options))
+	if err == nil {
+		k.opts, k.optsKnown = options, true
+	}
+	return err
 }
 
 // EventMsg returns PTRACE_GETEVENTMSG (e.g. the new tid after a clone event).

@@ -408,8 +408,8 @@ func TestRoundTripTree(t *testing.T) {
 	q, dir := roundTrip(t, testutil.BuildC(t, "family"))
 	ck, err := image.Load(dir)
 	require.NoError(t, err)
-	require.Len(t, ck.Processes, 4, "the parent, two children and a zombie")
-	for _, k := range []string{"a", "b", "z"} {
+	require.Len(t, ck.Processes, 5, "the parent, three children and a zombie")
+	for _, k := range []string{"a", "b", "z", "stopped"} {
 		pid := q.IntInfo(t, k)
 		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		require.NoError(t, err, "child %s (%d) exists with its pid", k, pid)
@@ -417,6 +417,9 @@ func TestRoundTripTree(t *testing.T) {
 		require.Equal(t, strconv.Itoa(q.Pid), f[1], "child %s's parent", k)
 		if k == "z" {
 			require.Equal(t, "Z", f[0], "the zombie is a zombie again")
+		}
+		if k == "stopped" {
+			require.Equal(t, "T", f[0], "the stopped child is stopped again")
 		}
 	}
 	for i := 0; i < 3; i++ {

@@ -167,10 +167,24 @@ func (c *Collector) Owner(id int) (pid, fd int) {
 func (c *Collector) resolvePipes() error {
 	type ends struct{ r, w []int } // indexes into c.Files
 	pipes := map[uint64]*ends{}
+	fifos := map[uint64]bool{}
 	var order []uint64
 	for i := range c.Files {
 		f := &c.Files[i]
 		if f.Pipe == nil {
+			continue
+		}
+		if f.Type == image.FileFIFO {
+			if fifos[f.Pipe.ID] {
+				continue
+			}
+			fifos[f.Pipe.ID] = true
+			o := c.owner[f.ID]
+			data, size, err := peekFIFO(o.pid, o.fd)
+			if err != nil {
+				return fmt.Errorf("fd %d of pid %d: read FIFO contents: %w", o.fd, o.pid, err)
+			}
+			f.Pipe.Data, f.Pipe.Size = data, size
 			continue
 		}
 		p := pipes[f.Pipe.ID]
@@ -205,6 +219,17 @@ func (c *Collector) resolvePipes() error {
 	return nil
 }
 
+// peekFIFO reads what sits in a FIFO through a reader of our own (the
+// task's description may be write-only); opening a reader disturbs no one.
+func peekFIFO(pid, fd int) ([]byte, int, error) {
+	src, err := unix.Open(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer unix.Close(src)
+	return teePipe(src)
+}
+
 func peekPipe(pid, fd int) ([]byte, int, error) {
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
@@ -216,6 +241,11 @@ func peekPipe(pid, fd int) ([]byte, int, error) {
 		return nil, 0, err
 	}
 	defer unix.Close(src)
+	return teePipe(src)
+}
+
+// teePipe copies what sits in the pipe src without consuming it.
+func teePipe(src int) ([]byte, int, error) {
 	size, err := unix.FcntlInt(uintptr(src), unix.F_GETPIPE_SZ, 0)
 	if err != nil {
 		return nil, 0, err
@@ -312,6 +342,8 @@ func readOne(pid, fd int, allowTTY bool) (Entry, error) {
 		special = image.FileEventfd
 	case target == "anon_inode:[eventpoll]":
 		special = image.FileEpoll
+	case target == "anon_inode:[timerfd]":
+		special = image.FileTimerfd
 	case strings.HasPrefix(target, "socket:"):
 		special = image.FileUnix // checked with sock_diag in Finish
 	case strings.HasPrefix(target, "anon_inode:"):
@@ -361,7 +393,11 @@ func readOne(pid, fd int, allowTTY bool) (Entry, error) {
 		}
 		e.File.Rdev = st.Rdev
 	case unix.S_IFIFO:
-		return e, &UnsupportedError{fd, "a FIFO (" + target + ")"}
+		if strings.HasSuffix(target, " (deleted)") {
+			return e, &UnsupportedError{fd, "a deleted FIFO (" + target + ")"}
+		}
+		e.File.Type = image.FileFIFO
+		e.File.Pipe = &image.Pipe{ID: id.Ino}
 	default:
 		return e, &UnsupportedError{fd, fmt.Sprintf("an unsupported kind of file (%s, mode %o)", target, id.Mode)}
 	}
@@ -391,6 +427,31 @@ func readSpecial(pid, fd int, link, target, kind string) (Entry, error) {
 		e.File.Pipe = &image.Pipe{ID: id.Ino}
 	case image.FileUnix:
 		e.File.Unix = &image.UnixSocket{Ino: id.Ino}
+	case image.FileTimerfd:
+		// clockid, ticks, settime flags (octal), it_value: (sec, nsec), it_interval: (sec, nsec)
+		tf := &image.Timerfd{}
+		for _, line := range strings.Split(string(info), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			v = strings.TrimSpace(v)
+			switch k {
+			case "clockid":
+				tf.Clock, _ = strconv.Atoi(v)
+			case "ticks":
+				tf.Ticks, _ = strconv.ParseUint(v, 10, 64)
+			case "settime flags":
+				f, _ := strconv.ParseInt(v, 8, 32)
+				tf.SetFlags = int(f)
+			case "it_value", "it_interval":
+				var sec, nsec int64
+				fmt.Sscanf(v, "(%d, %d)", &sec, &nsec)
+				if k == "it_value" {
+					tf.ValueNs = sec*1e9 + nsec
+				} else {
+					tf.IntervalNs = sec*1e9 + nsec
+				}
+			}
+		}
+		e.File.Timerfd = tf
 	case image.FileEventfd:
 		ev := &image.Eventfd{}
 		for _, line := range strings.Split(string(info), "\n") {

@@ -360,6 +360,8 @@ const (
 	FileEpoll   = "epoll"
 	FileMemfd   = "memfd" // Shmem names the object
 	FileUnix    = "unix"  // one end of a socketpair
+	FileTimerfd = "timerfd"
+	FileFIFO    = "fifo" // a named pipe, reopened by path; Pipe holds its contents
 )
 
 // File is one open file description (files.img, TagFile); fds refer to it
@@ -375,6 +377,7 @@ type File struct {
 	Shmem   uint64        `json:"shmem,omitempty"` // FileMemfd: the object
 	Pipe    *Pipe         `json:"pipe,omitempty"`
 	Unix    *UnixSocket   `json:"unix,omitempty"`
+	Timerfd *Timerfd      `json:"timerfd,omitempty"`
 	Eventfd *Eventfd      `json:"eventfd,omitempty"`
 	Epoll   []EpollTarget `json:"epoll,omitempty"`
 }
@@ -395,6 +398,16 @@ type UnixSocket struct {
 	Peer     uint64   `json:"peer,omitempty"`
 	Shutdown int      `json:"shutdown,omitempty"` // 1 receive, 2 send, 3 both
 	Queue    [][]byte `json:"queue,omitempty"`    // messages waiting to be read, in order
+}
+
+// Timerfd is a timerfd: its clock, the time left (relative, whatever the
+// flags it was armed with) and the period, and expirations not yet read.
+type Timerfd struct {
+	Clock      int    `json:"clock"`
+	Ticks      uint64 `json:"ticks,omitempty"`
+	ValueNs    int64  `json:"value_ns"`
+	IntervalNs int64  `json:"interval_ns"`
+	SetFlags   int    `json:"settime_flags,omitempty"` // as armed (TFD_TIMER_ABSTIME 1, ...)
 }
 
 // Eventfd is an eventfd's counter and mode.

@@ -63,7 +63,7 @@ func Run(opt Options) (*Result, error) {
 		return nil, err
 	}
 	t := &treeRestore{opt: opt, ck: ck, byPid: map[int]*restorer{}, files: map[int]int{}, pipes: map[uint64][2]int{}, shmem: map[uint64]int{},
-		socks: map[uint64]int{}, closedPeers: map[uint64]int{}}
+		socks: map[uint64]int{}, closedPeers: map[uint64]int{}, fifos: map[uint64]int{}}
 	defer t.closeFiles()
 	if err := t.validate(); err != nil {
 		return nil, err
@@ -108,6 +108,7 @@ type treeRestore struct {
 	pipes map[uint64][2]int // pipe id -> cr's fds of both ends
 	shmem map[uint64]int    // shared memory object id -> cr's fd of it
 
+	fifos       map[uint64]int // FIFO inode -> cr's read-write fd, kept open
 	socks       map[uint64]int // unix socket inode -> cr's fd of that end
 	closedPeers map[uint64]int // socket inode -> the other end, to close
 	shutdowns   [][2]int       // cr's socket fd, shutdown mask to apply
@@ -292,6 +293,9 @@ func (t *treeRestore) closeFiles() {
 		unix.Close(fd)
 	}
 	for _, fd := range t.closedPeers {
+		unix.Close(fd)
+	}
+	for _, fd := range t.fifos {
 		unix.Close(fd)
 	}
 }

@@ -179,7 +179,7 @@ func roundTrip(t *testing.T, bin string, args ...string) (*testutil.Proc, string
 }
 
 func TestRoundTripFixtures(t *testing.T) {
-	for _, name := range []string{"anon", "sparse", "filemap", "files", "signals", "counter", "sigstate", "creds", "strict", "pipe"} {
+	for _, name := range []string{"anon", "sparse", "filemap", "files", "signals", "counter", "sigstate", "creds", "strict", "pipe", "fdkinds"} {
 		t.Run(name, func(t *testing.T) {
 			q, _ := roundTrip(t, testutil.BuildC(t, name))
 			require.Equal(t, 0, q.Stop(t))

@@ -261,6 +261,30 @@ func (t *treeRestore) crFile(f *image.File) (int, error) {
 			}
 		}
 		err = setFlags(fd, f.Flags)
+	case image.FileTimerfd:
+		tf := f.Timerfd
+		if fd, err = unix.TimerfdCreate(tf.Clock, unix.TFD_CLOEXEC); err != nil {
+			return 0, fmt.Errorf("timerfd_create: %w", err)
+		}
+		value := tf.ValueNs
+		if value == 0 && tf.IntervalNs != 0 {
+			value = tf.IntervalNs // expired while frozen: re-armed on read; start the next period
+		}
+		// Relative: the time left at the dump is the time left now.
+		its := unix.ItimerSpec{Interval: unix.NsecToTimespec(tf.IntervalNs), Value: unix.NsecToTimespec(value)}
+		if err = unix.TimerfdSettime(fd, 0, &its, nil); err == nil && tf.Ticks > 0 {
+			ticks := tf.Ticks
+			if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), tfdIocSetTicks, uintptr(unsafe.Pointer(&ticks))); e != 0 {
+				err = fmt.Errorf("timerfd ticks (TFD_IOC_SET_TICKS): %w", e)
+			}
+		}
+		if err == nil {
+			err = setFlags(fd, f.Flags)
+		}
+	case image.FileFIFO:
+		if fd, err = t.crFIFO(f); err != nil {
+			return 0, err
+		}
 	case image.FileUnix:
 		if fd, err = t.crSocket(f); err != nil {
 			return 0, err
@@ -374,6 +398,40 @@ func (t *treeRestore) crShmem(id uint64) (int, error) {
 		}
 	}
 	return fd, nil
+}
+
+// tfdIocSetTicks is TFD_IOC_SET_TICKS, _IOW('T', 0, u64).
+const tfdIocSetTicks = 0x40085400
+
+// crFIFO opens a FIFO description by path. The first time, cr opens the
+// FIFO read-write and non-blocking itself (so that no open blocks waiting
+// for a peer) and puts back the bytes that sat in it; that fd is kept until
+// the restore ends.
+func (t *treeRestore) crFIFO(f *image.File) (int, error) {
+	if _, ok := t.fifos[f.Pipe.ID]; !ok {
+		keep, err := unix.Open(f.Ident.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return 0, fmt.Errorf("open FIFO %s: %w", f.Ident.Path, err)
+		}
+		t.fifos[f.Pipe.ID] = keep
+		if f.Pipe.Size > 0 {
+			if _, err := unix.FcntlInt(uintptr(keep), unix.F_SETPIPE_SZ, f.Pipe.Size); err != nil {
+				return 0, fmt.Errorf("FIFO size %d: %w", f.Pipe.Size, err)
+			}
+		}
+		for data := f.Pipe.Data; len(data) > 0; {
+			n, err := unix.Write(keep, data)
+			if err != nil {
+				return 0, fmt.Errorf("fill FIFO %s: %w", f.Ident.Path, err)
+			}
+			data = data[n:]
+		}
+	}
+	fd, err := unix.Open(f.Ident.Path, int(f.Flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("open FIFO %s: %w", f.Ident.Path, err)
+	}
+	return fd, setFlags(fd, f.Flags)
 }
 
 // crSocket makes the socketpair of a unix socket of the image (the first

@@ -95,7 +95,7 @@ func (t *treeRestore) validate() error {
 	// original checkpoint/restart demo), but must exist.
 	for _, f := range c.Files {
 		switch f.Type {
-		case image.FilePipe, image.FileEventfd, image.FileEpoll, image.FileMemfd, image.FileUnix:
+		case image.FilePipe, image.FileEventfd, image.FileEpoll, image.FileMemfd, image.FileUnix, image.FileTimerfd:
 			continue // made anew, nothing to find on disk
 		}
 		if f.Type == image.FileTTY {

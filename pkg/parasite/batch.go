@@ -43,8 +43,18 @@ func (r Result) Err() error {
 // PrepareBatchPage writes BatchCode at addr in pid through /proc/PID/mem,
 // which writes through page protections: map the page PROT_READ|PROT_EXEC
 // with one injected mmap, then call this.
+//
+// Unless fail-safe injection is switched off, the page gets the fail-safe
+// batch code (see failsafe.go), which Batch recognises; the rest of the page
+// is then used for a signal frame, so the page must be cr's alone.
 func PrepareBatchPage(pid int, addr uintptr) error {
-	return ptrace.Write(pid, addr, batchCode)
+	if failsafeOff() {
+		return ptrace.Write(pid, addr, batchCode)
+	}
+	page := make([]byte, fsLegacyOff+len(batchCode))
+	copy(page, failsafeCode)
+	copy(page[fsLegacyOff:], batchCode)
+	return ptrace.Write(pid, addr, page)
 }
 
 // notBatchable are syscalls Batch refuses: a new task would run the rest of
@@ -89,15 +99,37 @@ func (in *Injector) Batch(code, table uintptr, calls []Call) ([]Result, error) {
 		}
 	}
 	pid := in.task.Pid
+	if in.escaped {
+		return nil, fmt.Errorf("injected batch: %w", ptrace.ErrEscaped)
+	}
 	if in.batchCode != code {
-		have := make([]byte, len(batchCode))
-		if err := ptrace.Read(pid, code, have); err != nil {
+		have := make([]byte, fsLegacyOff+len(batchCode))
+		if err := ptrace.Read(pid, code, have[:len(batchCode)]); err != nil {
 			return nil, fmt.Errorf("injected batch: read code: %w", err)
 		}
-		if !bytes.Equal(have, batchCode) {
-			return nil, fmt.Errorf("injected batch: no batch code at %#x in pid %d", code, pid)
+		in.batchFS = false
+		if !bytes.Equal(have[:len(batchCode)], batchCode) {
+			if err := ptrace.Read(pid, code, have); err != nil || !bytes.Equal(have[:len(failsafeCode)], failsafeCode) ||
+				!bytes.Equal(have[fsLegacyOff:], batchCode) {
+				return nil, fmt.Errorf("injected batch: no batch code at %#x in pid %d", code, pid)
+			}
+			in.batchFS = true
 		}
 		in.batchCode = code
+	}
+	entry := code
+	var frame uint64
+	if in.batchFS {
+		entry = code + fsLegacyOff
+		if in.failsafe {
+			var err error
+			if frame, err = in.pageFrame(code); err != nil {
+				return nil, fmt.Errorf("injected batch: %w", err)
+			}
+			if frame != 0 {
+				entry = code
+			}
+		}
 	}
 
 	le := binary.LittleEndian
@@ -111,28 +143,59 @@ func (in *Injector) Batch(code, table uintptr, calls []Call) ([]Result, error) {
 		}
 	}
 	le.PutUint64(buf[n*BatchEntrySize:], ^uint64(0))
+	if entry == code && in.batchFS {
+		// The fail-safe tail's ppoll timeout, and its flag (cleared).
+		le.PutUint64(buf[n*BatchEntrySize+8:], parkSeconds)
+	}
 	if err := writeVM(pid, table, buf); err != nil {
 		return nil, fmt.Errorf("injected batch: write table: %w", err)
 	}
 
 	r := in.cur
-	r.Rip = uint64(code)
+	r.Rip = uint64(entry)
 	r.Rbx = uint64(table)
 	r.Orig_rax = ^uint64(0)    // no syscall-restart fix-ups on the way out of the stop
 	r.Eflags &^= 0x100 | 0x400 // TF, DF
 	in.Count += n
 	var out ptrace.Regs
-	err := in.task.RunUntilTrap(&r, &out)
-	end := uint64(code) + uint64(len(batchCode))
+	var err error
+	end := uint64(entry) + uint64(len(batchCode))
 	tableEnd := uint64(table) + uint64(n*BatchEntrySize)
-	if err == nil && (out.Rip != end || out.Rbx != tableEnd) {
+	switch {
+	case frame != 0:
+		r.Rsp = frame + 8 // rt_sigreturn's view: the frame's pretcode slot consumed
+		end = uint64(code) + uint64(len(failsafeCode))
+		err = in.task.RunUntilParked(&r, injectMask, uintptr(tableEnd+56), uint64(code)+fsTailOff, uint64(code)+fsParkedOff, &out, in.mask, in.saved)
+		if errors.Is(err, ptrace.ErrEscaped) {
+			in.escaped = true
+			return nil, fmt.Errorf("injected batch: %w (at %#x)", err, out.Rip)
+		}
+		if err == nil && out.Rbx != tableEnd {
+			err = fmt.Errorf("parked with rbx %#x, not %#x", out.Rbx, tableEnd)
+		}
+	case in.failsafe:
+		// No room for a frame: run the int3-terminated code, signals
+		// blocked only meanwhile.
+		if err = in.task.SetSigmask(injectMask); err == nil {
+			err = in.task.RunUntilTrap(&r, &out)
+		}
+		if err == nil {
+			err = in.task.SetSigmask(in.mask)
+		}
+		if err == nil {
+			err = in.task.SetRegs(in.saved)
+		}
+	default:
+		err = in.task.RunUntilTrap(&r, &out)
+	}
+	if err == nil && frame == 0 && (out.Rip != end || out.Rbx != tableEnd) {
 		err = fmt.Errorf("stopped by a SIGTRAP at %#x (rbx %#x), not by the int3 at the end of the batch code (%#x, rbx %#x): %w",
 			out.Rip, out.Rbx, end-1, tableEnd, &ptrace.StopError{Pid: pid, Sig: unix.SIGTRAP})
 	}
 	done := n
 	if err != nil {
 		var exited *ptrace.ExitedError
-		if errors.As(err, &exited) || out.Rip < uint64(code) || out.Rip > end || out.Rbx < uint64(table) || out.Rbx > tableEnd {
+		if errors.As(err, &exited) || out.Rip < uint64(entry) || out.Rip > end || out.Rbx < uint64(table) || out.Rbx > tableEnd {
 			return nil, fmt.Errorf("injected batch: %w", err)
 		}
 		// Entries below rbx have their result stored.

@@ -21,6 +21,15 @@
 // ignored to SIG_DFL even though cr discards the signal: Batch checks the
 // code bytes before running them, and the table must be writable.
 //
+// Fail-safe injection: for a task seized without PTRACE_O_EXITKILL (a dump),
+// New switches to a mode in which a SIGKILLed cr leaves the task running as
+// before (registers, FPU state, signal mask): the task rests with its own
+// registers and mask in harmless stops, and while it runs injected code its
+// registers lead to an rt_sigreturn of a signal frame holding its own state.
+// Single syscalls then use PTRACE_SYSCALL stops instead of a single step, and
+// Batch on a page from PrepareBatchPage parks in a ppoll instead of an int3.
+// See failsafe.go; CR_PARASITE_FAILSAFE=off switches it off.
+//
 // Errors from the injected syscall are returned as unix.Errno wrapped in
 // *SyscallError, so callers can use errors.Is(err, unix.EPERM).
 package parasite

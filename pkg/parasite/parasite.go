@@ -30,6 +30,19 @@ type Injector struct {
 	batchCode uintptr
 	// Count is the number of syscalls injected so far.
 	Count int
+
+	// Fail-safe injection (failsafe.go).
+	failsafe    bool      // rest state = own registers and mask; frames while injected
+	tgid        int       // the task's process
+	xsave       []byte    // the task's XSAVE area, for frames
+	maps        []mapping // the task's mappings when New ran
+	sysRet      uintptr   // a vdso `syscall` followed by `xor...; ret` (0: none)
+	frameTried  bool
+	frameAddr   uint64 // the frame below the stack for single syscalls (0: none)
+	frameOrig   []byte // what the frame overwrote
+	pageFrameAt uintptr
+	escaped     bool // the task went back to its own code by itself
+	batchFS     bool // the code at batchCode is the fail-safe page
 }
 
 // New prepares injection into task, which must be in a ptrace stop. sysAddr
@@ -44,14 +57,23 @@ func New(task *ptrace.Task, sysAddr uintptr) (*Injector, error) {
 	if err != nil {
 		return nil, err
 	}
+	in := &Injector{task: task, SysAddr: sysAddr, saved: regs, mask: mask, cur: *regs}
+	// A task seized without PTRACE_O_EXITKILL (a dump) outlives a killed cr:
+	// inject fail-safe (failsafe.go). Its signal mask is then blocked only
+	// while injected code runs.
+	if opts, ok := task.Options(); ok && opts&exitKillFlag == 0 && !failsafeOff() {
+		if err := in.setupFailsafe(opts); err != nil {
+			return nil, err
+		}
+		return in, nil
+	}
 	// Block everything but SIGTRAP: the single-step trap is a forced signal,
 	// and forcing a blocked signal resets its handler to SIG_DFL
 	// (kernel/signal.c, force_sig_info_to_task), which would silently drop a
 	// SIGTRAP handler (Go programs have one).
-	if err := task.SetSigmask(^uint64(0) &^ (1 << (unix.SIGTRAP - 1))); err != nil {
+	if err := task.SetSigmask(injectMask); err != nil {
 		return nil, err
 	}
-	in := &Injector{task: task, SysAddr: sysAddr, saved: regs, mask: mask, cur: *regs}
 	return in, nil
 }
 
@@ -74,11 +96,23 @@ func (in *Injector) Syscall(nr uintptr, args ...uintptr) (uintptr, error) {
 	r.Eflags &^= 0x100 | 0x400 // TF, DF
 	in.Count++
 	var out ptrace.Regs
-	if err := in.task.Inject(&r, &out); err != nil {
+	if in.failsafe {
+		if in.escaped {
+			return 0, fmt.Errorf("injected syscall %d: %w", nr, ptrace.ErrEscaped)
+		}
+		if f := in.stackFrame(); f != 0 {
+			// After the syscall the vdso code returns through the frame's
+			// first slot into rt_sigreturn, if nobody stops the task.
+			r.Rip, r.Rsp = uint64(in.sysRet), f
+		}
+		if err := in.task.InjectSyscallStops(&r, injectMask, &out, in.mask, in.saved); err != nil {
+			return 0, fmt.Errorf("injected syscall %d: %w", nr, err)
+		}
+	} else if err := in.task.Inject(&r, &out); err != nil {
 		return 0, fmt.Errorf("injected syscall %d: %w", nr, err)
 	}
-	if out.Rip != uint64(in.SysAddr)+2 {
-		return 0, fmt.Errorf("injected syscall %d: task stopped at %#x, not after the syscall at %#x", nr, out.Rip, in.SysAddr)
+	if out.Rip != r.Rip+2 {
+		return 0, fmt.Errorf("injected syscall %d: task stopped at %#x, not after the syscall at %#x", nr, out.Rip, r.Rip)
 	}
 	ret := out.Rax
 	if int64(ret) < 0 && int64(ret) > -4096 {
@@ -89,6 +123,17 @@ func (in *Injector) Syscall(nr uintptr, args ...uintptr) (uintptr, error) {
 
 // Release puts back the registers and signal mask saved by New.
 func (in *Injector) Release() error {
+	if in.escaped {
+		// The task is back in its own code with its own registers and mask
+		// (rt_sigreturn), and has run on: nothing to put back.
+		return nil
+	}
+	if in.frameOrig != nil {
+		if err := ptrace.Write(in.task.Pid, uintptr(in.frameAddr), in.frameOrig); err != nil {
+			return err
+		}
+		in.frameOrig, in.frameAddr, in.frameTried = nil, 0, false
+	}
 	if err := in.task.SetRegs(in.saved); err != nil {
 		return err
 	}

@@ -231,17 +231,27 @@ func peekFIFO(pid, fd int) ([]byte, int, error) {
 }
 
 func peekPipe(pid, fd int) ([]byte, int, error) {
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer unix.Close(pidfd)
-	src, err := unix.PidfdGetfd(pidfd, fd, 0)
+	src, err := CopyFd(pid, fd)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer unix.Close(src)
 	return teePipe(src)
+}
+
+// CopyFd returns a copy, in cr, of fd of process pid (pidfd_getfd: the same
+// open file description, close-on-exec).
+func CopyFd(pid, fd int) (int, error) {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pidfd)
+	c, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		return -1, fmt.Errorf("pidfd_getfd fd %d of pid %d: %w", fd, pid, err)
+	}
+	return c, nil
 }
 
 // teePipe copies what sits in the pipe src without consuming it.

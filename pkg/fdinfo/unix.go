@@ -126,12 +126,7 @@ func parseAttrs(b []byte) ([]attr, error) {
 // without taking them: MSG_PEEK on a copy of the fd, stepping through
 // datagrams with SO_PEEK_OFF (put back as it was afterwards).
 func peekQueue(pid, fd int, typ uint8) ([][]byte, error) {
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(pidfd)
-	s, err := unix.PidfdGetfd(pidfd, fd, 0)
+	s, err := CopyFd(pid, fd)
 	if err != nil {
 		return nil, err
 	}
@@ -212,12 +207,7 @@ func (c *Collector) resolveSockets() error {
 
 // socketFamily names the address family of a socket fd of pid.
 func socketFamily(pid, fd int) string {
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return "non-unix"
-	}
-	defer unix.Close(pidfd)
-	s, err := unix.PidfdGetfd(pidfd, fd, 0)
+	s, err := CopyFd(pid, fd)
 	if err != nil {
 		return "non-unix"
 	}

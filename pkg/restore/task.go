@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/cr-tools/cr/pkg/fdinfo"
 	"unsafe"
 
 	"github.com/cr-tools/cr/pkg/image"
@@ -531,18 +532,7 @@ func (r *restorer) readRights(ctl uintptr) (int, error) {
 }
 
 // grab copies the task's fd into cr (pidfd_getfd).
-func (r *restorer) grab(fd int) (int, error) {
-	pidfd, err := unix.PidfdOpen(r.task.Pid, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(pidfd)
-	got, err := unix.PidfdGetfd(pidfd, fd, 0)
-	if err != nil {
-		return 0, fmt.Errorf("pidfd_getfd: %w", err)
-	}
-	return got, nil
-}
+func (r *restorer) grab(fd int) (int, error) { return fdinfo.CopyFd(r.task.Pid, fd) }
 
 // restoreMM sets the mm layout, auxv and exe link (PR_SET_MM_MAP).
 func (r *restorer) restoreMM() error {

@@ -52,18 +52,7 @@ func (r *restorer) prepare() error {
 // loads its registers.
 func (r *restorer) build() error {
 	t0 := time.Now()
-	if r != r.t.procs[0] {
-		// A forked child has its parent's vdso; its own may be elsewhere
-		// (it may run another program).
-		cur, err := memdump.ReadSmaps(r.task.Pid)
-		if err != nil {
-			return err
-		}
-		if err := r.placeVdso(cur); err != nil {
-			return err
-		}
-	}
-	for _, step := range []func() error{r.mapVMAs, r.setRlimits, r.restoreFiles, r.restoreMM, r.createThreads, r.restoreTask} {
+	for _, step := range []func() error{r.setRlimits, r.restoreFiles, r.restoreMM, r.createThreads, r.restoreTask} {
 		if err := step(); err != nil {
 			return err
 		}
@@ -77,6 +66,60 @@ func (r *restorer) build() error {
 
 // atFdcwd is AT_FDCWD (-100) as a syscall argument.
 const atFdcwd = ^uintptr(99)
+
+// buildMemory maps and fills the process's address space. The root starts
+// from an empty one. A child was forked by its restored parent and starts
+// with a copy of the parent's memory: every VMA it has in common with the
+// parent (same range, private, same backing) is kept, with the pages it
+// shared with the parent at the dump still shared; the rest is unmapped.
+func (r *restorer) buildMemory() error {
+	var keep map[int]bool
+	if r != r.t.procs[0] {
+		cur, err := memdump.ReadSmaps(r.task.Pid)
+		if err != nil {
+			return err
+		}
+		keep = map[int]bool{}
+		byStart := map[uint64]int{}
+		for i := range r.proc.VMAs {
+			byStart[r.proc.VMAs[i].Start] = i
+		}
+		var vdso []memdump.Mapping
+		for _, m := range cur {
+			switch {
+			case isVdsoPart(m.Path):
+				vdso = append(vdso, m)
+				continue
+			case m.Path == "[vsyscall]", m.Start >= uint64(r.tramp) && m.End <= uint64(r.tramp)+trampSize:
+				continue
+			}
+			if i, ok := byStart[m.Start]; ok && inheritable(&r.proc.VMAs[i], &m) {
+				keep[i] = true
+				continue
+			}
+			r.queue(fmt.Sprintf("unmap inherited mapping %#x-%#x", m.Start, m.End), unix.SYS_MUNMAP, uintptr(m.Start), uintptr(m.End-m.Start))
+		}
+		if err := r.flush(); err != nil {
+			return err
+		}
+		// Its own vdso may be elsewhere (it may run another program).
+		if err := r.placeVdso(vdso); err != nil {
+			return err
+		}
+	}
+	return r.mapVMAs(keep)
+}
+
+// inheritable tells whether the inherited mapping m is the VMA v.
+func inheritable(v *image.VMA, m *memdump.Mapping) bool {
+	if v.End != m.End || v.Has(image.VMAShared) || m.Shared() || v.Shmem != 0 || v.Has(image.VMAGrowsDown) != m.HasVmFlag("gd") {
+		return false
+	}
+	if v.File == nil {
+		return m.Inode == 0 && (m.Path == "" || m.Path == "[heap]" || m.Path == "[stack]")
+	}
+	return m.Inode == v.File.Ino && m.Offset == v.Pgoff
+}
 
 type span struct{ start, end uint64 }
 
@@ -270,15 +313,19 @@ var madvFlags = []struct {
 }
 
 // mapVMAs maps every VMA of the image and fills the saved pages.
-func (r *restorer) mapVMAs() error {
+func (r *restorer) mapVMAs(keep map[int]bool) error {
 	p := r.proc
-	hasPages := map[int]bool{}
+	hasPages := map[int]bool{}  // pages will be written into the VMA
+	covered := map[int][]span{} // the VMA's saved pages, own or the parent's
 	j := 0
 	for _, run := range p.PageMap {
 		for j < len(p.VMAs) && p.VMAs[j].End <= run.Addr {
 			j++
 		}
-		hasPages[j] = true
+		covered[j] = append(covered[j], span{run.Addr, run.Addr + run.Pages*pageSize})
+		if !(run.InParent && keep[j]) {
+			hasPages[j] = true
+		}
 	}
 	// Open every mapped file once (one batch), then map everything (a
 	// second batch).
@@ -297,7 +344,7 @@ func (r *restorer) mapVMAs() error {
 	}
 	for i := range p.VMAs {
 		v := &p.VMAs[i]
-		if v.File == nil || v.Shmem != 0 || v.Special != "" && v.Special != image.SpecialHeap && v.Special != image.SpecialStack {
+		if keep[i] || v.File == nil || v.Shmem != 0 || v.Special != "" && v.Special != image.SpecialHeap && v.Special != image.SpecialStack {
 			continue
 		}
 		key := fmt.Sprintf("%d:%s", modeOf(v), v.File.Path)
@@ -328,6 +375,19 @@ func (r *restorer) mapVMAs() error {
 		if hasPages[i] && prot&unix.PROT_WRITE == 0 {
 			prot |= unix.PROT_WRITE
 			widened = append(widened, i)
+		}
+		if keep[i] {
+			// Inherited: set its protection, and drop the pages the child did
+			// not have at the dump (they read back as zero, or as the file).
+			r.queue(fmt.Sprintf("protect vma %#x-%#x", v.Start, v.End), unix.SYS_MPROTECT, uintptr(v.Start), uintptr(v.Len()), prot)
+			at := v.Start
+			for _, c := range append(covered[i], span{v.End, v.End}) {
+				if c.start > at {
+					r.queue(fmt.Sprintf("drop pages %#x-%#x", at, c.start), unix.SYS_MADVISE, uintptr(at), uintptr(c.start-at), unix.MADV_DONTNEED)
+				}
+				at = max(at, c.end)
+			}
+			continue
 		}
 		flags := uintptr(unix.MAP_FIXED)
 		if v.Has(image.VMAShared) {
@@ -373,7 +433,7 @@ func (r *restorer) mapVMAs() error {
 		return err
 	}
 	t0 := time.Now()
-	if err := r.fillPages(); err != nil {
+	if err := r.fillPages(keep); err != nil {
 		return err
 	}
 	r.logf("filled %d page runs in %v", len(p.PageMap), time.Since(t0))
@@ -394,11 +454,27 @@ func hasVmFlag(v *image.VMA, f string) bool {
 }
 
 // fillPages puts the saved pages in place.
-func (r *restorer) fillPages() error {
+func (r *restorer) fillPages(keep map[int]bool) error {
 	if len(r.proc.PageMap) == 0 {
 		return nil
 	}
-	pieces, err := r.t.pagePieces(r.proc)
+	// Pages shared with the parent in a kept VMA are in place already.
+	proc := r.proc
+	if len(keep) > 0 {
+		cp := *r.proc
+		cp.PageMap = nil
+		j := 0
+		for _, run := range r.proc.PageMap {
+			for j < len(cp.VMAs) && cp.VMAs[j].End <= run.Addr {
+				j++
+			}
+			if !(run.InParent && keep[j]) {
+				cp.PageMap = append(cp.PageMap, run)
+			}
+		}
+		proc = &cp
+	}
+	pieces, err := r.t.pagePieces(proc)
 	if err != nil {
 		return err
 	}

@@ -195,12 +195,11 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 	if err := root.prepare(); err != nil {
 		return 0, fmt.Errorf("restore pid %d: %w", root.proc.Task.Pid, err)
 	}
-	// Create every other process, forked by its parent with its pid.
-	for _, p := range t.ck.Processes[1:] {
-		parent := t.byPid[p.Task.Ppid]
-		if err := parent.fork(p); err != nil {
-			return 0, fmt.Errorf("restore pid %d: %w", p.Task.Pid, err)
-		}
+	// Build the memory of every process, forking each child from its parent
+	// once the parent's memory is in place, so that the pages they shared
+	// at the dump are shared (copy-on-write) again.
+	if err := t.growTree(root); err != nil {
+		return 0, err
 	}
 	if err := t.setGroups(); err != nil {
 		return 0, err
@@ -257,6 +256,27 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 		}
 	}
 	return root.task.Pid, nil
+}
+
+// growTree builds r's memory, then forks r's children (depth first).
+func (t *treeRestore) growTree(r *restorer) error {
+	if !r.proc.Task.Zombie {
+		if err := r.buildMemory(); err != nil {
+			return fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)
+		}
+	}
+	for _, p := range t.ck.Processes[1:] {
+		if p.Task.Ppid != r.proc.Task.Pid {
+			continue
+		}
+		if err := r.fork(p); err != nil {
+			return fmt.Errorf("restore pid %d: %w", p.Task.Pid, err)
+		}
+		if err := t.growTree(t.byPid[p.Task.Pid]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // killAll kills whatever was created; used when a restore fails.

@@ -2,6 +2,7 @@ package restore_test
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -547,6 +548,10 @@ func TestRoundTripSharedMemory(t *testing.T) {
 	require.NoError(t, err)
 	require.Greater(t, parent.Size(), int64(16<<20))
 	require.Less(t, child.Size(), int64(1<<20), "pages shared copy-on-write with the parent are not stored again")
+	// ... and after the restore they are shared again: the same physical pages.
+	priv := q.HexInfo(t, "priv")
+	require.Equal(t, pagePFNs(t, q.Pid, priv, 4096), pagePFNs(t, q.IntInfo(t, "c"), priv, 4096),
+		"the 16 MiB the child inherited is shared copy-on-write with the parent again")
 	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", q.IntInfo(t, "c")))
 	require.NoError(t, err)
 	require.Contains(t, string(maps), "/dev/zero (deleted)")
@@ -575,4 +580,20 @@ func TestRoundTripSocketpairs(t *testing.T) {
 		q.Check(t)
 	}
 	require.Equal(t, 0, q.Stop(t))
+}
+
+// pagePFNs reads the page frame numbers of pages pages at addr of pid.
+func pagePFNs(t *testing.T, pid int, addr uint64, pages int) []uint64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	require.NoError(t, err)
+	defer f.Close()
+	buf := make([]byte, pages*8)
+	_, err = f.ReadAt(buf, int64(addr/4096*8))
+	require.NoError(t, err)
+	out := make([]uint64, pages)
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint64(buf[i*8:]) & (1<<55 - 1)
+		require.NotZero(t, out[i], "page %d of pid %d at %#x is not present", i, pid, addr)
+	}
+	return out
 }

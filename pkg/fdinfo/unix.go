@@ -198,6 +198,11 @@ func (c *Collector) resolveSockets() error {
 			return &UnsupportedError{o.fd, fmt.Sprintf("a unix socket of type %d", s.typ)}
 		}
 		f.Unix.Type, f.Unix.Peer, f.Unix.Shutdown = int(s.typ), uint64(s.peer), int(s.shutdown)
+		if c, err := CopyFd(o.pid, o.fd); err == nil {
+			f.Unix.SndBuf, _ = unix.GetsockoptInt(c, unix.SOL_SOCKET, unix.SO_SNDBUF)
+			f.Unix.RcvBuf, _ = unix.GetsockoptInt(c, unix.SOL_SOCKET, unix.SO_RCVBUF)
+			unix.Close(c)
+		}
 		if f.Unix.Queue, err = peekQueue(o.pid, o.fd, s.typ); err != nil {
 			return fmt.Errorf("fd %d of pid %d: read queued messages: %w", o.fd, o.pid, err)
 		}

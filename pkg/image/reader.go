@@ -51,6 +51,9 @@ func Load(dir string) (*Checkpoint, error) {
 		if ids[f.ID] {
 			return nil, &FormatError{FilesFile, r.Offset, fmt.Sprintf("file id %d appears twice", f.ID)}
 		}
+		if msg := checkFile(&f); msg != "" {
+			return nil, &FormatError{FilesFile, r.Offset, fmt.Sprintf("file %d: %s", f.ID, msg)}
+		}
 		ids[f.ID] = true
 		c.Files = append(c.Files, f)
 	}
@@ -78,6 +81,11 @@ func loadProcess(dir string, pid int, fileIDs map[int]bool) (*Process, error) {
 	if err := expect(name, recs[0], TagTask, &p.Task); err != nil {
 		return nil, err
 	}
+	for _, si := range p.Task.SharedPending {
+		if len(si) != SiginfoSize {
+			return nil, &FormatError{name, recs[0].Offset, fmt.Sprintf("a pending signal is %d bytes, not %d", len(si), SiginfoSize)}
+		}
+	}
 	if p.Task.Pid != pid {
 		return nil, &FormatError{name, recs[0].Offset, fmt.Sprintf("task record is for pid %d", p.Task.Pid)}
 	}
@@ -94,6 +102,11 @@ func loadProcess(dir string, pid int, fileIDs map[int]bool) (*Process, error) {
 		var t Thread
 		if err := expect(name, r, TagThread, &t); err != nil {
 			return nil, err
+		}
+		for _, si := range t.Pending {
+			if len(si) != SiginfoSize {
+				return nil, &FormatError{name, r.Offset, fmt.Sprintf("a pending signal of thread %d is %d bytes, not %d", t.Tid, len(si), SiginfoSize)}
+			}
 		}
 		p.Threads = append(p.Threads, t)
 	}
@@ -116,6 +129,14 @@ func loadProcess(dir string, pid int, fileIDs map[int]bool) (*Process, error) {
 		}
 		if v.Start >= v.End || v.Start%PageSize != 0 || v.End%PageSize != 0 || v.Start < prevEnd {
 			return nil, &FormatError{name, r.Offset, fmt.Sprintf("bad vma %#x-%#x", v.Start, v.End)}
+		}
+		switch v.Special {
+		case "", SpecialVdso, SpecialVvar, SpecialVvarVclock, SpecialHeap, SpecialStack:
+		default:
+			return nil, &FormatError{name, r.Offset, fmt.Sprintf("vma %#x-%#x: unknown special area %q", v.Start, v.End, v.Special)}
+		}
+		if v.Special != "" && v.Special != SpecialHeap && v.Special != SpecialStack && (v.File != nil || v.Shmem != 0) {
+			return nil, &FormatError{name, r.Offset, fmt.Sprintf("vma %#x-%#x: a %s area with a file", v.Start, v.End, v.Special)}
 		}
 		prevEnd = v.End
 		p.VMAs = append(p.VMAs, v)
@@ -333,4 +354,35 @@ func VerifyShmem(dir string, objs []Shmem) error {
 		return &FormatError{ShmemPagesFile, st.Size(), fmt.Sprintf("file has %d bytes, the runs describe %d", st.Size(), next)}
 	}
 	return nil
+}
+
+// SiginfoSize is the size of a saved siginfo_t.
+const SiginfoSize = 128
+
+// checkFile says what is wrong with a file record ("" if nothing): a known
+// type, with the object its type needs.
+func checkFile(f *File) string {
+	need := func(ok bool, what string) string {
+		if !ok {
+			return "a " + f.Type + " without its " + what
+		}
+		return ""
+	}
+	switch f.Type {
+	case FileReg, FileDir, FileChr, FileTTY:
+		return ""
+	case FilePipe, FileFIFO:
+		return need(f.Pipe != nil, "pipe record")
+	case FileEventfd:
+		return need(f.Eventfd != nil, "eventfd record")
+	case FileTimerfd:
+		return need(f.Timerfd != nil, "timerfd record")
+	case FileUnix:
+		return need(f.Unix != nil, "socket record")
+	case FileMemfd:
+		return need(f.Shmem != 0, "shared memory object")
+	case FileEpoll:
+		return ""
+	}
+	return fmt.Sprintf("unknown type %q", f.Type)
 }

@@ -397,6 +397,8 @@ type UnixSocket struct {
 	Type     int      `json:"type"` // SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5
 	Peer     uint64   `json:"peer,omitempty"`
 	Shutdown int      `json:"shutdown,omitempty"` // 1 receive, 2 send, 3 both
+	SndBuf   int      `json:"sndbuf,omitempty"`   // SO_SNDBUF
+	RcvBuf   int      `json:"rcvbuf,omitempty"`   // SO_RCVBUF
 	Queue    [][]byte `json:"queue,omitempty"`    // messages waiting to be read, in order
 }
 

@@ -411,7 +411,11 @@ func (r *restorer) mapVMAs(keep map[int]bool) error {
 			shmemFds = append(shmemFds, f)
 			fd = uintptr(f)
 		} else if v.File != nil {
-			fd = opens[fmt.Sprintf("%d:%s", modeOf(v), v.File.Path)].fd
+			o := opens[fmt.Sprintf("%d:%s", modeOf(v), v.File.Path)]
+			if o == nil {
+				return fmt.Errorf("vma %#x-%#x: its file %s was not opened", v.Start, v.End, v.File.Path)
+			}
+			fd = o.fd
 		} else {
 			flags |= unix.MAP_ANONYMOUS
 		}
@@ -537,6 +541,13 @@ type piece struct {
 // file, or, for pages shared with its parent since a fork, the pages file
 // of the ancestor that saved them.
 func (t *treeRestore) pagePieces(p *image.Process) ([]piece, error) {
+	return t.pagePiecesDepth(p, 0)
+}
+
+func (t *treeRestore) pagePiecesDepth(p *image.Process, depth int) ([]piece, error) {
+	if depth > len(t.ck.Processes) {
+		return nil, fmt.Errorf("image is inconsistent: the chain of parents of pid %d loops", p.Task.Pid)
+	}
 	var out []piece
 	for _, run := range p.PageMap {
 		if !run.InParent {
@@ -551,7 +562,7 @@ func (t *treeRestore) pagePieces(p *image.Process) ([]piece, error) {
 		if parent == nil {
 			return nil, fmt.Errorf("image is inconsistent: pid %d has pages in its parent %d, which is not in the image", p.Task.Pid, p.Task.Ppid)
 		}
-		up, err := t.pagePieces(&image.Process{Task: parent.proc.Task, PageMap: clipRuns(parent.proc.PageMap, run.Addr, run.Addr+run.Pages*pageSize)})
+		up, err := t.pagePiecesDepth(&image.Process{Task: parent.proc.Task, PageMap: clipRuns(parent.proc.PageMap, run.Addr, run.Addr+run.Pages*pageSize)}, depth+1)
 		if err != nil {
 			return nil, err
 		}

@@ -212,6 +212,9 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 			return 0, fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)
 		}
 	}
+	if err := t.sealShmem(); err != nil {
+		return 0, err
+	}
 	// Sockets are shut down once every queued message is in.
 	for _, sd := range t.shutdowns {
 		how := map[int]int{1: unix.SHUT_RD, 2: unix.SHUT_WR, 3: unix.SHUT_RDWR}[sd[1]]
@@ -247,12 +250,13 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 			continue
 		}
 		for i := len(r.threads) - 1; i >= 0; i-- {
-			if err := r.threads[i].task.Detach(0); err != nil {
+			sig := 0
+			if i == 0 && r.proc.Task.Stopped {
+				sig = int(unix.SIGSTOP) // it was stopped: it stops again at once
+			}
+			if err := r.threads[i].task.Detach(sig); err != nil {
 				return 0, err
 			}
-		}
-		if r.proc.Task.Stopped {
-			unix.Kill(r.proc.Task.Pid, unix.SIGSTOP)
 		}
 	}
 	return root.task.Pid, nil
@@ -466,6 +470,15 @@ func (t *treeRestore) setGroups() error {
 // the dump, or is in the parent's saved pending signals).
 func (r *restorer) becomeZombie() error {
 	ws := unix.WaitStatus(r.proc.Task.ExitStatus)
+	if ws.Signaled() {
+		switch ws.Signal() {
+		case unix.SIGCHLD, unix.SIGCONT, unix.SIGURG, unix.SIGWINCH, unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+			return fmt.Errorf("image is inconsistent: a process killed by %v, which does not kill", ws.Signal())
+		}
+	}
+	if name, err := r.putString(0, r.proc.Task.Comm); err == nil {
+		r.sys(unix.SYS_PRCTL, unix.PR_SET_NAME, name) // ps shows the zombie by its name
+	}
 	regs := ptrace.Regs{}
 	if cur, err := r.task.GetRegs(); err == nil {
 		regs = *cur

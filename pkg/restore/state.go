@@ -227,9 +227,9 @@ func (r *restorer) restoreCreds() error {
 	}
 	r.queue("setgroups", unix.SYS_SETGROUPS, uintptr(len(c.Groups)), addr)
 	r.queue("setresgid", unix.SYS_SETRESGID, uintptr(c.Gid[0]), uintptr(c.Gid[1]), uintptr(c.Gid[2]))
-	r.sys(unix.SYS_SETFSGID, uintptr(c.Gid[3]))
+	r.queue("setfsgid", unix.SYS_SETFSGID, uintptr(c.Gid[3]))
 	r.queue("setresuid", unix.SYS_SETRESUID, uintptr(c.Uid[0]), uintptr(c.Uid[1]), uintptr(c.Uid[2]))
-	r.sys(unix.SYS_SETFSUID, uintptr(c.Uid[3]))
+	r.queue("setfsuid", unix.SYS_SETFSUID, uintptr(c.Uid[3]))
 	// struct __user_cap_header_struct, then two __user_cap_data_struct.
 	capb := make([]byte, 0, 32)
 	capb = binary.LittleEndian.AppendUint32(capb, unix.LINUX_CAPABILITY_VERSION_3)

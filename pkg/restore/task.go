@@ -233,14 +233,8 @@ func (t *treeRestore) crFile(f *image.File) (int, error) {
 		if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
 			fd = ends[1]
 		}
-		if data := f.Pipe.Data; len(data) > 0 {
-			for len(data) > 0 {
-				n, err := unix.Write(ends[1], data)
-				if err != nil {
-					return 0, fmt.Errorf("fill pipe: %w", err)
-				}
-				data = data[n:]
-			}
+		if err := fillNonblock(ends[1], f.Pipe.Data, "pipe"); err != nil {
+			return 0, err
 		}
 		// The pipe's fds belong to t.pipes; t.files gets a dup.
 		if fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
@@ -292,9 +286,9 @@ func (t *treeRestore) crFile(f *image.File) (int, error) {
 		}
 		err = setFlags(fd, f.Flags)
 	case image.FileMemfd:
-		obj, err := t.crShmem(f.Shmem)
-		if err != nil {
-			return 0, err
+		obj, oerr := t.crShmem(f.Shmem)
+		if oerr != nil {
+			return 0, oerr
 		}
 		// A description of its own: reopen the object through /proc.
 		if fd, err = unix.Open(fmt.Sprintf("/proc/self/fd/%d", obj), int(f.Flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC)|unix.O_CLOEXEC, 0); err != nil {
@@ -393,12 +387,23 @@ func (t *treeRestore) crShmem(id uint64) (int, error) {
 			}
 		}
 	}
-	if sh.Seals != 0 {
+	// Seals go on once every process has mapped it (a sealed memfd cannot
+	// be mapped writable any more).
+	return fd, nil
+}
+
+// sealShmem puts the seals back on the memfds, once everything is mapped.
+func (t *treeRestore) sealShmem() error {
+	for _, sh := range t.ck.Shmem {
+		fd, ok := t.shmem[sh.ID]
+		if !ok || sh.Seals == 0 {
+			continue
+		}
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, sh.Seals); err != nil {
-			return 0, fmt.Errorf("memfd seals %#x: %w", sh.Seals, err)
+			return fmt.Errorf("memfd %q seals %#x: %w", sh.Name, sh.Seals, err)
 		}
 	}
-	return fd, nil
+	return nil
 }
 
 // tfdIocSetTicks is TFD_IOC_SET_TICKS, _IOW('T', 0, u64).
@@ -420,19 +425,19 @@ func (t *treeRestore) crFIFO(f *image.File) (int, error) {
 				return 0, fmt.Errorf("FIFO size %d: %w", f.Pipe.Size, err)
 			}
 		}
-		for data := f.Pipe.Data; len(data) > 0; {
-			n, err := unix.Write(keep, data)
-			if err != nil {
-				return 0, fmt.Errorf("fill FIFO %s: %w", f.Ident.Path, err)
-			}
-			data = data[n:]
+		if err := fillNonblock(keep, f.Pipe.Data, "FIFO "+f.Ident.Path); err != nil {
+			return 0, err
 		}
 	}
 	fd, err := unix.Open(f.Ident.Path, int(f.Flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, fmt.Errorf("open FIFO %s: %w", f.Ident.Path, err)
 	}
-	return fd, setFlags(fd, f.Flags)
+	if err := setFlags(fd, f.Flags); err != nil {
+		unix.Close(fd)
+		return 0, err
+	}
+	return fd, nil
 }
 
 // crSocket makes the socketpair of a unix socket of the image (the first
@@ -461,16 +466,57 @@ func (t *treeRestore) crSocket(f *image.File) (int, error) {
 		if !ok {
 			return 0, fmt.Errorf("image is inconsistent: no peer for socket:[%d]", u.Ino)
 		}
+		// Let the queue in whatever the buffers' sizes are now; the sender's
+		// buffer is put back right after.
+		total := 0
 		for _, m := range u.Queue {
-			if _, err := unix.Write(peer, m); err != nil {
-				return 0, fmt.Errorf("queue %d bytes on socket:[%d]: %w", len(m), u.Ino, err)
+			total += len(m) + 1024
+		}
+		if cur, err := unix.GetsockoptInt(peer, unix.SOL_SOCKET, unix.SO_SNDBUF); err == nil && cur < 2*total {
+			unix.SetsockoptInt(peer, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 2*total)
+			defer unix.SetsockoptInt(peer, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, cur/2) // the kernel doubles it
+		}
+		for _, m := range u.Queue {
+			if _, err := unix.SendmsgN(peer, m, nil, nil, unix.MSG_DONTWAIT); err != nil {
+				return 0, fmt.Errorf("queue %d bytes on socket:[%d]: %w (the queue no longer fits)", len(m), u.Ino, err)
 			}
 		}
+	}
+	// The buffer sizes the process had (the kernel doubles what is set).
+	if u.SndBuf > 0 {
+		unix.SetsockoptInt(me, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, u.SndBuf/2)
+	}
+	if u.RcvBuf > 0 {
+		unix.SetsockoptInt(me, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, u.RcvBuf/2)
 	}
 	if u.Shutdown != 0 {
 		t.shutdowns = append(t.shutdowns, [2]int{me, u.Shutdown})
 	}
 	return unix.FcntlInt(uintptr(me), unix.F_DUPFD_CLOEXEC, 0)
+}
+
+// fillNonblock writes data into a pipe without ever blocking: data that
+// does not fit is an error, not a hang.
+func fillNonblock(fd int, data []byte, what string) error {
+	if len(data) == 0 {
+		return nil
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
+		return err
+	}
+	defer unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
+	for len(data) > 0 {
+		n, err := unix.Write(fd, data)
+		if err != nil {
+			return fmt.Errorf("fill %s with its %d saved bytes: %w", what, len(data), err)
+		}
+		data = data[n:]
+	}
+	return nil
 }
 
 // setFlags sets the status flags (O_NONBLOCK, ...) of an open file.

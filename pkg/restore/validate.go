@@ -65,12 +65,27 @@ func (t *treeRestore) validate() error {
 	for _, p := range c.Processes {
 		in[p.Task.Pid] = p
 	}
+	if in[root.Task.Ppid] != nil {
+		return fmt.Errorf("image is inconsistent: the parent %d of the root %d is in it", root.Task.Ppid, root.Task.Pid)
+	}
+	for _, r := range root.PageMap {
+		if r.InParent {
+			return fmt.Errorf("image is inconsistent: the root %d has pages in a parent", root.Task.Pid)
+		}
+	}
+	seen := map[int]bool{}
 	for i, p := range c.Processes {
 		tk := &p.Task
+		if seen[tk.Pid] {
+			return fmt.Errorf("image is inconsistent: pid %d appears twice", tk.Pid)
+		}
+		seen[tk.Pid] = true
 		if i > 0 {
+			// Parents come before their children (so every process is
+			// reachable from the root, and there is no cycle).
 			parent := in[tk.Ppid]
-			if parent == nil || parent.Task.Zombie {
-				return fmt.Errorf("image is inconsistent: the parent %d of pid %d is not in it", tk.Ppid, tk.Pid)
+			if parent == nil || parent.Task.Zombie || !seen[tk.Ppid] || tk.Ppid == tk.Pid {
+				return fmt.Errorf("image is inconsistent: the parent %d of pid %d is not in it before it", tk.Ppid, tk.Pid)
 			}
 		}
 		if !t.opt.ShellJob {
@@ -230,6 +245,17 @@ func checkCreds(c *image.Creds) error {
 	for _, u := range c.Uid[:3] {
 		if int(u) != euid && int(u) != ruid {
 			return fmt.Errorf("the image's process ran as uid %d, cr runs as uid %d: only root may restore another user's process", c.Uid[1], euid)
+		}
+	}
+	if g, err := unix.Getgroups(); err == nil {
+		have := map[uint32]bool{}
+		for _, x := range g {
+			have[uint32(x)] = true
+		}
+		for _, x := range c.Groups {
+			if !have[x] {
+				return fmt.Errorf("the image's process was in group %d, which cr is not in: only root may restore it", x)
+			}
 		}
 	}
 	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}

@@ -3,9 +3,12 @@ package dump_test
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/cr-tools/cr/pkg/ptrace"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,4 +92,58 @@ func TestDumpStoppedChildStaysStopped(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	require.Equal(t, "T", state(), "still stopped after the dump")
 	p.Check(t)
+}
+
+// TestDumpTreeChildTraced: a child traced by someone else (a debugger) is
+// refused with a message that names it; the whole tree goes on as before.
+func TestDumpTreeChildTraced(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := testutil.Start(t, testutil.BuildC(t, "family"))
+	child := p.IntInfo(t, "b")
+	tr := ptrace.NewTracer()
+	defer tr.Close()
+	task, err := tr.Seize(child, 0)
+	require.NoError(t, err)
+	require.NoError(t, task.Cont(0))
+	dir := filepath.Join(t.TempDir(), "img")
+	_, err = dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), fmt.Sprintf("child process %d", child))
+	require.Contains(t, err.Error(), "already traced")
+	require.NoDirExists(t, dir)
+	require.NoError(t, task.Interrupt())
+	_, err = task.Wait()
+	require.NoError(t, err)
+	require.NoError(t, task.Detach(0))
+	p.Check(t)
+}
+
+// TestDumpTreeOtherPidNamespace: a process in another pid namespace is
+// refused clearly.
+func TestDumpTreeOtherPidNamespace(t *testing.T) {
+	testutil.RequireRoot(t)
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("unshare (util-linux) is not installed")
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer null.Close()
+	pid, err := syscall.ForkExec(unshare, []string{"unshare", "--pid", "--fork", "sleep", "1000"}, &syscall.ProcAttr{
+		Files: []uintptr{null.Fd(), null.Fd(), null.Fd()}, Sys: &syscall.SysProcAttr{Setsid: true},
+	})
+	require.NoError(t, err)
+	p := testutil.Adopt(t, pid, t.TempDir())
+	defer func() { syscall.Kill(-pid, syscall.SIGKILL); p.Kill() }()
+	// Wait for the child in the new namespace.
+	for i := 0; i < 200; i++ {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); len(strings.TrimSpace(string(b))) > 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, err = dump.Run(dump.Options{Pid: pid, Dir: filepath.Join(t.TempDir(), "img"), LeaveRunning: true})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "another pid namespace")
+	require.True(t, p.Alive())
 }

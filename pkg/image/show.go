@@ -26,8 +26,17 @@ func WriteSummary(w io.Writer, c *Checkpoint) {
 	}
 	for _, p := range c.Processes {
 		t := &p.Task
-		fmt.Fprintf(w, "\nprocess %d (%s) ppid %d pgid %d sid %d uid %d gid %d, %d thread(s)\n",
-			t.Pid, t.Comm, t.Ppid, t.Pgid, t.Sid, t.Creds.Uid[0], t.Creds.Gid[0], len(p.Threads))
+		if t.Zombie {
+			fmt.Fprintf(w, "\nprocess %d (%s) ppid %d pgid %d sid %d: a zombie, wait status %#x\n",
+				t.Pid, t.Comm, t.Ppid, t.Pgid, t.Sid, t.ExitStatus)
+			continue
+		}
+		state := ""
+		if t.Stopped {
+			state = ", stopped"
+		}
+		fmt.Fprintf(w, "\nprocess %d (%s) ppid %d pgid %d sid %d uid %d gid %d, %d thread(s)%s\n",
+			t.Pid, t.Comm, t.Ppid, t.Pgid, t.Sid, t.Creds.Uid[0], t.Creds.Gid[0], len(p.Threads), state)
 		fmt.Fprintf(w, "  exe %s\n  cwd %s  root %s\n", p.MM.Exe.Path, p.FS.Cwd.Path, p.FS.Root.Path)
 		for _, th := range p.Threads {
 			sc := ""
@@ -37,8 +46,12 @@ func WriteSummary(w io.Writer, c *Checkpoint) {
 			fmt.Fprintf(w, "  thread %d rip %#x rsp %#x%s\n", th.Tid, th.Regs.Rip, th.Regs.Rsp, sc)
 		}
 		saved := map[int]uint64{}
-		var total uint64
+		var total, inParent uint64
 		for _, r := range p.PageMap {
+			if r.InParent {
+				inParent += r.Pages
+				continue
+			}
 			for i := range p.VMAs {
 				if p.VMAs[i].Start <= r.Addr && r.Addr < p.VMAs[i].End {
 					saved[i] += r.Pages
@@ -46,7 +59,11 @@ func WriteSummary(w io.Writer, c *Checkpoint) {
 			}
 			total += r.Pages
 		}
-		fmt.Fprintf(w, "  memory: %d vmas, %d pages saved (%s)\n", len(p.VMAs), total, size(total*PageSize))
+		shared := ""
+		if inParent > 0 {
+			shared = fmt.Sprintf(", %d more shared with the parent (stored there)", inParent)
+		}
+		fmt.Fprintf(w, "  memory: %d vmas, %d pages saved (%s)%s\n", len(p.VMAs), total, size(total*PageSize), shared)
 		for i, v := range p.VMAs {
 			name := v.Special
 			if v.File != nil {

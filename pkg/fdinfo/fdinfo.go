@@ -1,7 +1,6 @@
 package fdinfo
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"sort"
@@ -365,17 +364,11 @@ func readOne(pid, fd int, allowTTY bool) (Entry, error) {
 	if special != "" {
 		return readSpecial(pid, fd, link, target, special)
 	}
-	id, err := memdump.Identify(link, target)
-	if err != nil {
-		return e, fmt.Errorf("fd %d: %w", fd, err)
-	}
-	pos, flags, mnt, err := readFdinfo(pid, fd)
+	e, _, err = baseEntry(pid, fd, link, target)
 	if err != nil {
 		return e, err
 	}
-	e.Cloexec = flags&oCloexec != 0
-	e.MntID = mnt
-	e.File = image.File{Flags: flags &^ oCloexec, Pos: pos, Ident: id}
+	id := e.File.Ident
 	var st unix.Stat_t
 	switch id.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
@@ -416,22 +409,12 @@ func readOne(pid, fd int, allowTTY bool) (Entry, error) {
 
 // readSpecial reads a pipe end, an eventfd or an epoll instance.
 func readSpecial(pid, fd int, link, target, kind string) (Entry, error) {
-	e := Entry{Fd: fd}
-	id, err := memdump.Identify(link, target)
-	if err != nil {
-		return e, fmt.Errorf("fd %d: %w", fd, err)
-	}
-	info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
-	if err != nil {
-		return e, fmt.Errorf("fd %d: %w", fd, err)
-	}
-	pos, flags, mnt, err := readFdinfo(pid, fd)
+	e, info, err := baseEntry(pid, fd, link, target)
 	if err != nil {
 		return e, err
 	}
-	e.Cloexec = flags&oCloexec != 0
-	e.MntID = mnt
-	e.File = image.File{Type: kind, Flags: flags &^ oCloexec, Pos: pos, Ident: id}
+	id := e.File.Ident
+	e.File.Type = kind
 	switch kind {
 	case image.FilePipe:
 		e.File.Pipe = &image.Pipe{ID: id.Ino}
@@ -440,7 +423,7 @@ func readSpecial(pid, fd int, link, target, kind string) (Entry, error) {
 	case image.FileTimerfd:
 		// clockid, ticks, settime flags (octal), it_value: (sec, nsec), it_interval: (sec, nsec)
 		tf := &image.Timerfd{}
-		for _, line := range strings.Split(string(info), "\n") {
+		for _, line := range strings.Split(info, "\n") {
 			k, v, _ := strings.Cut(line, ":")
 			v = strings.TrimSpace(v)
 			switch k {
@@ -464,7 +447,7 @@ func readSpecial(pid, fd int, link, target, kind string) (Entry, error) {
 		e.File.Timerfd = tf
 	case image.FileEventfd:
 		ev := &image.Eventfd{}
-		for _, line := range strings.Split(string(info), "\n") {
+		for _, line := range strings.Split(info, "\n") {
 			k, v, _ := strings.Cut(line, ":")
 			v = strings.TrimSpace(v)
 			switch k {
@@ -477,7 +460,7 @@ func readSpecial(pid, fd int, link, target, kind string) (Entry, error) {
 		e.File.Eventfd = ev
 	case image.FileEpoll:
 		// "tfd: %8d events: %8x data: %16llx pos:%lli ino:%lx sdev:%x" (fs/eventpoll.c)
-		for _, line := range strings.Split(string(info), "\n") {
+		for _, line := range strings.Split(info, "\n") {
 			if !strings.HasPrefix(line, "tfd:") {
 				continue
 			}
@@ -494,15 +477,23 @@ func readSpecial(pid, fd int, link, target, kind string) (Entry, error) {
 	return e, nil
 }
 
-func readFdinfo(pid, fd int) (pos int64, flags uint32, mnt int, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+// baseEntry reads what every fd has: the identity of its file and, from
+// /proc/PID/fdinfo, its offset, flags (FD_CLOEXEC apart) and mount. It
+// returns the fdinfo text for what is particular to its kind of file.
+func baseEntry(pid, fd int, link, target string) (Entry, string, error) {
+	e := Entry{Fd: fd}
+	id, err := memdump.Identify(link, target)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("fd %d: %w", fd, err)
+		return e, "", fmt.Errorf("fd %d: %w", fd, err)
 	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		k, v, _ := strings.Cut(s.Text(), ":")
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+	if err != nil {
+		return e, "", fmt.Errorf("fd %d: %w", fd, err)
+	}
+	var pos int64
+	var flags uint32
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ":")
 		v = strings.TrimSpace(v)
 		switch k {
 		case "pos":
@@ -511,10 +502,12 @@ func readFdinfo(pid, fd int) (pos int64, flags uint32, mnt int, err error) {
 			x, _ := strconv.ParseUint(v, 8, 32)
 			flags = uint32(x)
 		case "mnt_id":
-			mnt, _ = strconv.Atoi(v)
+			e.MntID, _ = strconv.Atoi(v)
 		}
 	}
-	return pos, flags, mnt, s.Err()
+	e.Cloexec = flags&oCloexec != 0
+	e.File = image.File{Flags: flags &^ oCloexec, Pos: pos, Ident: id}
+	return e, string(b), nil
 }
 
 // ReadFS returns the cwd and root of pid.

@@ -100,6 +100,10 @@ func (e *encoder) raw(tag Tag, payload []byte) {
 	if e.err != nil {
 		return
 	}
+	if len(payload) > MaxRecord {
+		e.err = fmt.Errorf("a %s record of %d bytes exceeds the format's limit of %d", tagName(tag), len(payload), MaxRecord)
+		return
+	}
 	var h [recordHead]byte
 	binary.LittleEndian.PutUint32(h[0:], uint32(tag))
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(payload)))
@@ -210,6 +214,8 @@ func tagName(t Tag) string {
 		return "fd"
 	case TagFS:
 		return "fs"
+	case TagShmem:
+		return "shmem"
 	}
 	return "tag " + strconv.Itoa(int(t))
 }

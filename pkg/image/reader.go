@@ -58,10 +58,27 @@ func Load(dir string) (*Checkpoint, error) {
 		c.Files = append(c.Files, f)
 	}
 
+	shm := map[uint64]bool{}
+	for _, sh := range c.Shmem {
+		if shm[sh.ID] || sh.Size < 0 {
+			return nil, &FormatError{FilesFile, 0, fmt.Sprintf("shared memory object %d appears twice or has a bad size", sh.ID)}
+		}
+		shm[sh.ID] = true
+	}
+	for _, f := range c.Files {
+		if f.Type == FileMemfd && !shm[f.Shmem] {
+			return nil, &FormatError{FilesFile, 0, fmt.Sprintf("file %d: memfd of the unknown shared memory object %d", f.ID, f.Shmem)}
+		}
+	}
 	for _, pid := range inv.Pids {
 		p, err := loadProcess(dir, pid, ids)
 		if err != nil {
 			return nil, err
+		}
+		for _, v := range p.VMAs {
+			if v.Shmem != 0 && !shm[v.Shmem] {
+				return nil, &FormatError{MMFile(pid), 0, fmt.Sprintf("vma %#x-%#x maps the unknown shared memory object %d", v.Start, v.End, v.Shmem)}
+			}
 		}
 		c.Processes = append(c.Processes, p)
 	}

@@ -1,7 +1,6 @@
 package dump_test
 
 import (
-	"encoding/binary"
 	"fmt"
 	"github.com/cr-tools/cr/pkg/ptrace"
 	"os"
@@ -18,19 +17,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func pfns(t *testing.T, pid int, addr uint64, pages int) []uint64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
-	require.NoError(t, err)
-	defer f.Close()
-	buf := make([]byte, pages*8)
-	_, err = f.ReadAt(buf, int64(addr/4096*8))
-	require.NoError(t, err)
-	out := make([]uint64, pages)
-	for i := range out {
-		out[i] = binary.LittleEndian.Uint64(buf[i*8:]) & (1<<55 - 1)
-	}
-	return out
-}
 
 // TestDumpTreeKeepsCopyOnWrite: dumping a parent and child that share 16 MiB
 // copy-on-write stores those pages once, and does not unshare them in the
@@ -41,14 +27,14 @@ func TestDumpTreeKeepsCopyOnWrite(t *testing.T) {
 	child := p.IntInfo(t, "c")
 	priv := p.HexInfo(t, "priv")
 	const pages = 4096
-	before := pfns(t, p.Pid, priv, pages)
-	require.Equal(t, before, pfns(t, child, priv, pages), "shared before the dump")
+	before := testutil.PFNs(t, p.Pid, priv, pages)
+	require.Equal(t, before, testutil.PFNs(t, child, priv, pages), "shared before the dump")
 
 	dir := filepath.Join(t.TempDir(), "img")
 	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
 	require.NoError(t, err)
-	require.Equal(t, before, pfns(t, p.Pid, priv, pages), "the parent's pages were unshared by the dump")
-	require.Equal(t, before, pfns(t, child, priv, pages), "the child's pages were unshared by the dump")
+	require.Equal(t, before, testutil.PFNs(t, p.Pid, priv, pages), "the parent's pages were unshared by the dump")
+	require.Equal(t, before, testutil.PFNs(t, child, priv, pages), "the child's pages were unshared by the dump")
 
 	ck, err := image.Load(dir)
 	require.NoError(t, err)

@@ -2,7 +2,6 @@ package restore_test
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -582,18 +581,11 @@ func TestRoundTripSocketpairs(t *testing.T) {
 	require.Equal(t, 0, q.Stop(t))
 }
 
-// pagePFNs reads the page frame numbers of pages pages at addr of pid.
+// pagePFNs reads the page frame numbers of pages at addr of pid, all present.
 func pagePFNs(t *testing.T, pid int, addr uint64, pages int) []uint64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
-	require.NoError(t, err)
-	defer f.Close()
-	buf := make([]byte, pages*8)
-	_, err = f.ReadAt(buf, int64(addr/4096*8))
-	require.NoError(t, err)
-	out := make([]uint64, pages)
-	for i := range out {
-		out[i] = binary.LittleEndian.Uint64(buf[i*8:]) & (1<<55 - 1)
-		require.NotZero(t, out[i], "page %d of pid %d at %#x is not present", i, pid, addr)
+	out := testutil.PFNs(t, pid, addr, pages)
+	for i, p := range out {
+		require.NotZero(t, p, "page %d of pid %d at %#x is not present", i, pid, addr)
 	}
 	return out
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-
 // TestDumpTreeKeepsCopyOnWrite: dumping a parent and child that share 16 MiB
 // copy-on-write stores those pages once, and does not unshare them in the
 // live processes (reading them must not pin them).

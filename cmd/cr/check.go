@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/cr-tools/cr/internal/cpu"
 	"os"
 	"strings"
 
@@ -18,6 +19,7 @@ func cmdCheck(args []string) error {
 	var u unix.Utsname
 	unix.Uname(&u)
 	fmt.Printf("kernel %s\n", strings.TrimRight(string(u.Release[:]), "\x00"))
+	fmt.Printf("cpu xsave features %#x, xsave area %d bytes\n", cpu.XCR0(), cpu.XSaveSize())
 	failed := 0
 	report := func(name string, err error) {
 		if err != nil {

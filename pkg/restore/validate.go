@@ -3,6 +3,7 @@ package restore
 import (
 	"errors"
 	"fmt"
+	"github.com/cr-tools/cr/internal/cpu"
 	"os"
 	"strings"
 	"time"
@@ -53,6 +54,14 @@ func (t *treeRestore) validate() error {
 	}
 	if c.Inventory.CPU.Arch != "x86_64" {
 		return fmt.Errorf("image is for %s, this is x86_64: %w", c.Inventory.CPU.Arch, ErrCPUMismatch)
+	}
+	// Register state the image holds must fit this CPU and kernel exactly.
+	if missing := c.Inventory.CPU.XFeatures &^ cpu.XCR0(); missing != 0 {
+		return fmt.Errorf("the image uses CPU register state (XSAVE features %#x) that this machine does not enable (image %#x, here %#x): %w",
+			missing, c.Inventory.CPU.XFeatures, cpu.XCR0(), ErrCPUMismatch)
+	}
+	if n := cpu.XSaveSize(); c.Inventory.CPU.XSaveSize != n {
+		return fmt.Errorf("the image's XSAVE area is %d bytes, this machine's %d: %w", c.Inventory.CPU.XSaveSize, n, ErrCPUMismatch)
 	}
 	root := c.Processes[0]
 	if root.Task.Pid != c.Inventory.RootPid || root.Task.Zombie {

@@ -112,3 +112,33 @@ func TestRestoreRejectsInconsistentImages(t *testing.T) {
 	require.NoError(t, err)
 	testutil.Adopt(t, res.Pid, p.Dir).Check(t)
 }
+
+// TestRestoreTreeFailsCleanly: a failure in the middle of rebuilding a tree
+// (a pipe whose saved bytes no longer fit) kills every process already
+// created: nothing half-built is left.
+func TestRestoreTreeFailsCleanly(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := testutil.Start(t, testutil.BuildC(t, "family"))
+	src := filepath.Join(t.TempDir(), "img")
+	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: src})
+	require.NoError(t, err)
+	p.Kill()
+	reapTree(t, src)
+	dir := rewrite(t, src, func(c *image.Checkpoint) {
+		for i := range c.Files {
+			if f := &c.Files[i]; f.Pipe != nil && f.Flags&0o3 == 0 { // the read end
+				f.Pipe.Size = 4096
+				f.Pipe.Data = make([]byte, 1<<20)
+			}
+		}
+	})
+	ck, err := image.Load(dir)
+	require.NoError(t, err)
+	_, err = restore.Run(restore.Options{Dir: dir})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "saved bytes")
+	for _, pid := range ck.Inventory.Pids {
+		testutil.Reap(pid, time.Second)
+		require.NoDirExists(t, fmt.Sprintf("/proc/%d", pid), "pid %d is left after a failed restore", pid)
+	}
+}

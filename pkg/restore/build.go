@@ -496,8 +496,15 @@ func (r *restorer) fillPages(keep map[int]bool) error {
 		src := pieces[i].src
 		fd, ok := fds[src]
 		if !ok {
-			path := fmt.Sprintf("%s/%s", r.opt.Dir, image.PagesFile(src))
-			if fd, err = r.openInTask(path, unix.O_RDONLY|unix.O_CLOEXEC); err != nil {
+			// cr opens the pages file and hands it over (SCM_RIGHTS): the
+			// task needs no access to the image directory.
+			f, err := image.OpenPages(r.opt.Dir, src)
+			if err != nil {
+				return err
+			}
+			fd, err = r.receive(int(f.Fd()))
+			f.Close()
+			if err != nil {
 				return err
 			}
 			fds[src] = fd

@@ -71,6 +71,7 @@ func TestCLIDumpErrors(t *testing.T) {
 	oneLine(t, e)
 	_, e, code = cr(t, "frobnicate")
 	require.Equal(t, 2, code)
+	require.Contains(t, e, "unknown command")
 }
 
 func TestCLIShow(t *testing.T) {

@@ -162,12 +162,12 @@ func (t *tree) seizeTree() error {
 				return err
 			}
 			if errors.Is(err, ErrNoProcess) {
-				// It exited between the listing and the seize: look again.
-				queue = append([]int{pid}, queue...)
 				if st2, err2 := procfs.ReadStat(pid); err2 != nil || st2.State == 'Z' || st2.State == 'X' {
+					// It exited between the listing and the seize: look at
+					// it again (a zombie is recorded, a reaped one skipped).
+					queue = append([]int{pid}, queue...)
 					continue
 				}
-				queue = queue[1:]
 			}
 			return fmt.Errorf("child process %d: %w", pid, err)
 		}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -219,5 +218,3 @@ func tagName(t Tag) string {
 	}
 	return "tag " + strconv.Itoa(int(t))
 }
-
-var errNoRecord = errors.New("missing record")

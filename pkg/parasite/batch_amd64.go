@@ -20,9 +20,6 @@ var batchCode = []byte{
 	0xcc, //                   45: int3
 }
 
-// batchSyscallOff is the offset of the syscall instruction in batchCode.
-const batchSyscallOff = 33
-
 // BatchCode returns position-independent x86-64 code that runs a table of
 // syscalls: the code Injector.Batch expects at its code address (see
 // PrepareBatchPage). On entry rbx points at a table of BatchEntrySize-byte

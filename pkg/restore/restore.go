@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/cr-tools/cr/pkg/image"
 	"github.com/cr-tools/cr/pkg/parasite"
@@ -562,5 +561,3 @@ func (r *restorer) put(off uintptr, b []byte) (uintptr, error) {
 func (r *restorer) putString(off uintptr, s string) (uintptr, error) {
 	return r.put(off, append([]byte(s), 0))
 }
-
-func ptr[T any](p *T) uintptr { return uintptr(unsafe.Pointer(p)) }

@@ -3,6 +3,9 @@ package cpu
 func xgetbv0() (eax, edx uint32)
 func cpuid(eax, ecx uint32) (a, b, c, d uint32)
 
+// CPUID runs the CPUID instruction for leaf eax, sub-leaf ecx.
+func CPUID(eax, ecx uint32) (a, b, c, d uint32) { return cpuid(eax, ecx) }
+
 // XCR0 returns the enabled XSAVE feature mask.
 func XCR0() uint64 {
 	a, d := xgetbv0()

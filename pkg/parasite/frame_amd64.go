@@ -2,6 +2,7 @@ package parasite
 
 import (
 	"encoding/binary"
+	"github.com/cr-tools/cr/internal/cpu"
 
 	"github.com/cr-tools/cr/pkg/ptrace"
 	"golang.org/x/sys/unix"
@@ -39,8 +40,6 @@ const (
 	restartBlock = 516
 )
 
-func cpuid(eax, ecx uint32) (a, b, c, d uint32)
-
 const xfeatTileData = 18 // XFEATURE_XTILE_DATA (AMX tiles, 8 KiB)
 
 // sigXState trims a ptrace XSAVE area to what a signal frame of the task
@@ -54,7 +53,7 @@ func sigXState(x []byte) []byte {
 	le := binary.LittleEndian
 	xcr0, bv := le.Uint64(x[fpSwOff:]), le.Uint64(x[512:])
 	if xcr0&(1<<xfeatTileData) != 0 && bv&(1<<xfeatTileData) == 0 {
-		if _, off, _, _ := cpuid(0xd, xfeatTileData); off >= 576 && int(off) < len(x) {
+		if _, off, _, _ := cpu.CPUID(0xd, xfeatTileData); off >= 576 && int(off) < len(x) {
 			y := append([]byte(nil), x[:off]...)
 			le.PutUint64(y[fpSwOff:], xcr0&^(1<<xfeatTileData))
 			return y

@@ -57,7 +57,7 @@ func (d *dumper) collect() error {
 		return unsupported(pid, err)
 	}
 	d.proc.Fds = fds
-	if d.proc.FS, err = fdinfo.ReadFS(pid); err != nil {
+	if d.proc.FS, err = d.files.AddFS(pid); err != nil {
 		return unsupported(pid, err)
 	}
 

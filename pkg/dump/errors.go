@@ -31,6 +31,12 @@ func unsupported(pid int, err error) error {
 	case errors.As(err, &me):
 		return &UnsupportedError{pid, me.What}
 	case errors.As(err, &fe):
+		if fe.Pid != 0 {
+			pid = fe.Pid
+		}
+		if fe.Fd < 0 { // the cwd or root
+			return &UnsupportedError{pid, fe.What}
+		}
 		return &UnsupportedError{pid, fmt.Sprintf("fd %d is %s", fe.Fd, fe.What)}
 	}
 	return err

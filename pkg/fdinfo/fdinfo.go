@@ -13,13 +13,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// UnsupportedError names an fd cr cannot save yet.
+// UnsupportedError names an fd cr cannot save yet. Pid is the process
+// holding it when it is known here (0: the process being read).
 type UnsupportedError struct {
+	Pid  int
 	Fd   int
 	What string
 }
 
 func (e *UnsupportedError) Error() string {
+	if e.Fd < 0 { // the cwd or root
+		return e.What + ": not supported yet"
+	}
 	return fmt.Sprintf("fd %d is %s: not supported yet", e.Fd, e.What)
 }
 
@@ -83,6 +88,7 @@ type Collector struct {
 	owner    map[int]ref         // file id -> an fd holding it
 	byKey    map[[2]uint64][]int // (dev, ino) -> indexes into Files
 	procs    map[int][]image.Fd
+	procUses []procUse // procfs paths naming a process, checked by Finish
 }
 
 type ref struct{ pid, fd int }
@@ -108,6 +114,9 @@ func (c *Collector) Add(pid int) ([]image.Fd, error) {
 		ent, err := readOne(pid, fd, c.allowTTY)
 		if err != nil {
 			return nil, err
+		}
+		if p := ent.File.Ident.Proc; p != nil {
+			c.procUses = append(c.procUses, procUse{pid: pid, fd: fd, path: p, flags: int(ent.File.Flags)})
 		}
 		entries = append(entries, ent)
 	}
@@ -145,6 +154,9 @@ func (c *Collector) Add(pid int) ([]image.Fd, error) {
 // Finish checks pipes (both ends must be in the collection) and saves their
 // contents, and resolves epoll interest lists.
 func (c *Collector) Finish() error {
+	if err := c.checkProcPaths(); err != nil {
+		return err
+	}
 	if err := c.resolvePipes(); err != nil {
 		return err
 	}
@@ -202,7 +214,7 @@ func (c *Collector) resolvePipes() error {
 		p := pipes[id]
 		if len(p.r) == 0 || len(p.w) == 0 {
 			o := c.owner[c.Files[append(p.r, p.w...)[0]].ID]
-			return &UnsupportedError{o.fd, fmt.Sprintf("a pipe (pipe:[%d]) whose other end is outside the dumped processes (a pipeline with a process not in the tree?)", id)}
+			return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("a pipe (pipe:[%d]) whose other end is outside the dumped processes (a pipeline with a process not in the tree?)", id)}
 		}
 		rf := &c.Files[p.r[0]]
 		o := c.owner[rf.ID]
@@ -311,7 +323,7 @@ func (c *Collector) resolveEpolls() error {
 				}
 			}
 			if found < 0 {
-				return &UnsupportedError{o.fd, fmt.Sprintf("an epoll instance watching a file that is no longer open (registered as fd %d)", tgt.Fd)}
+				return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("an epoll instance watching a file that is no longer open (registered as fd %d)", tgt.Fd)}
 			}
 			tgt.Fd = found
 		}
@@ -356,10 +368,9 @@ func readOne(pid, fd int, allowTTY bool) (Entry, error) {
 	case strings.HasPrefix(target, "socket:"):
 		special = image.FileUnix // checked with sock_diag in Finish
 	case strings.HasPrefix(target, "anon_inode:"):
-		kind := strings.Trim(strings.TrimPrefix(target, "anon_inode:"), "[]")
-		return e, &UnsupportedError{fd, "an " + kind}
+		return e, &UnsupportedError{Fd: fd, What: anonKind(target)}
 	case !strings.HasPrefix(target, "/"):
-		return e, &UnsupportedError{fd, fmt.Sprintf("%q", target)}
+		return e, &UnsupportedError{Fd: fd, What: fmt.Sprintf("%q", target)}
 	}
 	if special != "" {
 		return readSpecial(pid, fd, link, target, special)
@@ -368,6 +379,7 @@ func readOne(pid, fd int, allowTTY bool) (Entry, error) {
 	if err != nil {
 		return e, err
 	}
+	e.File.Ident.Proc = procPathOf(link, target)
 	id := e.File.Ident
 	var st unix.Stat_t
 	switch id.Mode & unix.S_IFMT {
@@ -377,8 +389,11 @@ func readOne(pid, fd int, allowTTY bool) (Entry, error) {
 			e.File.Shmem = id.Ino
 			break
 		}
+		if fsMagic(link) == secretmemMagic {
+			return e, &UnsupportedError{Fd: fd, What: "a memfd_secret area"}
+		}
 		if strings.HasSuffix(target, " (deleted)") {
-			return e, &UnsupportedError{fd, "the deleted file " + strings.TrimSuffix(target, " (deleted)")}
+			return e, &UnsupportedError{Fd: fd, What: "the deleted file " + strings.TrimSuffix(target, " (deleted)")}
 		}
 		e.File.Type = image.FileReg
 	case unix.S_IFDIR:
@@ -397,12 +412,12 @@ func readOne(pid, fd int, allowTTY bool) (Entry, error) {
 		e.File.Rdev = st.Rdev
 	case unix.S_IFIFO:
 		if strings.HasSuffix(target, " (deleted)") {
-			return e, &UnsupportedError{fd, "a deleted FIFO (" + target + ")"}
+			return e, &UnsupportedError{Fd: fd, What: "a deleted FIFO (" + target + ")"}
 		}
 		e.File.Type = image.FileFIFO
 		e.File.Pipe = &image.Pipe{ID: id.Ino}
 	default:
-		return e, &UnsupportedError{fd, fmt.Sprintf("an unsupported kind of file (%s, mode %o)", target, id.Mode)}
+		return e, &UnsupportedError{Fd: fd, What: fmt.Sprintf("an unsupported kind of file (%s, mode %o)", target, id.Mode)}
 	}
 	return e, nil
 }
@@ -507,6 +522,9 @@ func baseEntry(pid, fd int, link, target string) (Entry, string, error) {
 	}
 	e.Cloexec = flags&oCloexec != 0
 	e.File = image.File{Flags: flags &^ oCloexec, Pos: pos, Ident: id}
+	if locks := lockLines(string(b)); len(locks) > 0 {
+		return e, "", lockError(fd, target, locks)
+	}
 	return e, string(b), nil
 }
 
@@ -529,6 +547,7 @@ func ReadFS(pid int) (image.FS, error) {
 		if err != nil {
 			return fs, err
 		}
+		id.Proc = procPathOf(link, target)
 		*x.out = id
 	}
 	return fs, nil

@@ -186,16 +186,16 @@ func (c *Collector) resolveSockets() error {
 		o := c.owner[f.ID]
 		s, ok := socks[f.Unix.Ino]
 		if !ok {
-			return &UnsupportedError{o.fd, "a " + socketFamily(o.pid, o.fd) + " socket"}
+			return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: "a " + socketFamily(o.pid, o.fd) + " socket"}
 		}
 		if s.name != "" {
-			return &UnsupportedError{o.fd, fmt.Sprintf("a named unix socket (%q)", s.name)}
+			return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("a named unix socket (%q)", s.name)}
 		}
 		if s.peer != 0 && !inodes[uint64(s.peer)] {
-			return &UnsupportedError{o.fd, fmt.Sprintf("a unix socket connected to socket:[%d], which is outside the dumped processes", s.peer)}
+			return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("a unix socket connected to socket:[%d], which is outside the dumped processes", s.peer)}
 		}
 		if s.typ != unix.SOCK_STREAM && s.typ != unix.SOCK_DGRAM && s.typ != unix.SOCK_SEQPACKET {
-			return &UnsupportedError{o.fd, fmt.Sprintf("a unix socket of type %d", s.typ)}
+			return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("a unix socket of type %d", s.typ)}
 		}
 		f.Unix.Type, f.Unix.Peer, f.Unix.Shutdown = int(s.typ), uint64(s.peer), int(s.shutdown)
 		if c, err := CopyFd(o.pid, o.fd); err == nil {

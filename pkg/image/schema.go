@@ -294,6 +294,17 @@ type FileIdent struct {
 	Size    int64  `json:"size"`
 	MtimeNs int64  `json:"mtime_ns"`
 	Mode    uint32 `json:"mode"`
+	// Proc is set when Path is a procfs path naming a process of the image
+	// (/proc/PID/...: what /proc/self and /proc/thread-self resolve to):
+	// restore reopens it for the restored process, not as a file on disk.
+	Proc *ProcPath `json:"proc,omitempty"`
+}
+
+// ProcPath is a path below /proc/Pid, where Pid is a process of the image
+// (pids are the same after restore): /proc/Pid/Rel.
+type ProcPath struct {
+	Pid int    `json:"pid"`           // the process the path names
+	Rel string `json:"rel,omitempty"` // below /proc/Pid, e.g. "stat", "task/Pid/stat"; "" for the directory itself
 }
 
 // VMA flags (VMA.Flags) and special areas (VMA.Special).
@@ -388,6 +399,17 @@ type Pipe struct {
 	ID   uint64 `json:"id"`             // pipefs inode number
 	Size int    `json:"size"`           // capacity, F_GETPIPE_SZ
 	Data []byte `json:"data,omitempty"` // unread bytes (read end only)
+	// Chunks cuts Data, in order, into packets and runs of stream bytes;
+	// absent, Data is one run of stream bytes.
+	Chunks []PipeChunk `json:"chunks,omitempty"`
+}
+
+// PipeChunk is a piece of a pipe's saved bytes: one packet (written in
+// packet mode, O_DIRECT: pipe(7); a read returns at most one packet) or a
+// run of stream bytes.
+type PipeChunk struct {
+	Len    int  `json:"len"`
+	Packet bool `json:"packet,omitempty"`
 }
 
 // UnixSocket is an unnamed unix socket (a socketpair end). Its peer is

@@ -302,6 +302,9 @@ func (t *treeRestore) crFile(f *image.File) (int, error) {
 		if f.Type == image.FileTTY {
 			path = t.tty // a shell job gets cr's terminal
 		}
+		if f.Ident.Proc != nil {
+			path = fdinfo.ProcPathString(f.Ident.Proc) // the restored process's (same pid)
+		}
 		flags := int(f.Flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
 		if fd, err = unix.Open(path, flags|unix.O_NOCTTY|unix.O_CLOEXEC, 0); err != nil {
 			return 0, fmt.Errorf("open %s: %w", path, err)

@@ -122,6 +122,14 @@ func (t *treeRestore) validate() error {
 		case image.FilePipe, image.FileEventfd, image.FileEpoll, image.FileMemfd, image.FileUnix, image.FileTimerfd:
 			continue // made anew, nothing to find on disk
 		}
+		if f.Ident.Proc != nil {
+			// A procfs path of a process of the image: it exists once the
+			// process does.
+			if err := checkProcPath(in, f.Ident.Proc); err != nil {
+				return fmt.Errorf("open file %s (file %d): %w", f.Ident.Path, f.ID, err)
+			}
+			continue
+		}
 		if f.Type == image.FileTTY {
 			if t.tty == "" {
 				tty, err := ownTerminal()
@@ -184,8 +192,37 @@ func (t *treeRestore) validateProcess(p *image.Process) error {
 		}
 	}
 	for _, x := range []*image.FileIdent{&p.FS.Cwd, &p.FS.Root} {
+		if x.Proc != nil {
+			in := map[int]*image.Process{}
+			for _, q := range c.Processes {
+				in[q.Task.Pid] = q
+			}
+			if err := checkProcPath(in, x.Proc); err != nil {
+				return fmt.Errorf("directory %s: %w", x.Path, err)
+			}
+			continue
+		}
 		if _, err := os.Stat(x.Path); err != nil {
 			return fmt.Errorf("directory %s: %w", x.Path, err)
+		}
+	}
+	return nil
+}
+
+// checkProcPath checks a procfs path naming a process of the image: the
+// process must be a live one of the image, and a task/TID part must name its
+// main thread (threads are made after the files).
+func checkProcPath(in map[int]*image.Process, p *image.ProcPath) error {
+	q := in[p.Pid]
+	if q == nil || q.Task.Zombie {
+		return fmt.Errorf("image is inconsistent: it names pid %d, which is not a live process of the image", p.Pid)
+	}
+	if strings.Contains("/"+p.Rel+"/", "/../") {
+		return fmt.Errorf("image is inconsistent: procfs path %q leaves /proc/%d", p.Rel, p.Pid)
+	}
+	if t, ok := strings.CutPrefix(p.Rel, "task/"); ok {
+		if tid, _, _ := strings.Cut(t, "/"); tid != fmt.Sprint(p.Pid) {
+			return fmt.Errorf("image is inconsistent: it names thread %s of pid %d, not its main thread", tid, p.Pid)
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package fdinfo
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -44,8 +45,9 @@ type Table struct {
 
 const (
 	oCloexec     = 02000000
-	kcmpFile     = 0 // KCMP_FILE, linux/kcmp.h
-	kcmpEpollTfd = 7 // KCMP_EPOLL_TFD
+	kcmpFile     = 0      // KCMP_FILE, linux/kcmp.h
+	kcmpEpollTfd = 7      // KCMP_EPOLL_TFD
+	fionread     = 0x541b // FIONREAD, include/uapi/asm-generic/ioctls.h
 )
 
 // IsTTY reports whether a character device number is a terminal:
@@ -180,6 +182,14 @@ func (c *Collector) resolvePipes() error {
 	pipes := map[uint64]*ends{}
 	fifos := map[uint64]bool{}
 	var order []uint64
+	// A pipe any of whose descriptions is in packet mode (O_DIRECT) may
+	// hold packets: their boundaries are saved too.
+	direct := map[uint64]bool{}
+	for i := range c.Files {
+		if f := &c.Files[i]; f.Pipe != nil && f.Flags&unix.O_DIRECT != 0 {
+			direct[f.Pipe.ID] = true
+		}
+	}
 	for i := range c.Files {
 		f := &c.Files[i]
 		if f.Pipe == nil {
@@ -191,11 +201,11 @@ func (c *Collector) resolvePipes() error {
 			}
 			fifos[f.Pipe.ID] = true
 			o := c.owner[f.ID]
-			data, size, err := peekFIFO(o.pid, o.fd)
+			data, size, chunks, err := peekFIFO(o.pid, o.fd, direct[f.Pipe.ID])
 			if err != nil {
 				return fmt.Errorf("fd %d of pid %d: read FIFO contents: %w", o.fd, o.pid, err)
 			}
-			f.Pipe.Data, f.Pipe.Size = data, size
+			f.Pipe.Data, f.Pipe.Size, f.Pipe.Chunks = data, size, chunks
 			continue
 		}
 		p := pipes[f.Pipe.ID]
@@ -218,11 +228,11 @@ func (c *Collector) resolvePipes() error {
 		}
 		rf := &c.Files[p.r[0]]
 		o := c.owner[rf.ID]
-		data, size, err := peekPipe(o.pid, o.fd)
+		data, size, chunks, err := peekPipe(o.pid, o.fd, direct[id])
 		if err != nil {
 			return fmt.Errorf("fd %d of pid %d: read pipe contents: %w", o.fd, o.pid, err)
 		}
-		rf.Pipe.Data = data
+		rf.Pipe.Data, rf.Pipe.Chunks = data, chunks
 		for _, i := range append(p.r, p.w...) {
 			c.Files[i].Pipe.Size = size
 		}
@@ -232,22 +242,30 @@ func (c *Collector) resolvePipes() error {
 
 // peekFIFO reads what sits in a FIFO through a reader of our own (the
 // task's description may be write-only); opening a reader disturbs no one.
-func peekFIFO(pid, fd int) ([]byte, int, error) {
+func peekFIFO(pid, fd int, packets bool) ([]byte, int, []image.PipeChunk, error) {
 	src, err := unix.Open(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	defer unix.Close(src)
-	return teePipe(src)
+	return peek(src, packets)
 }
 
-func peekPipe(pid, fd int) ([]byte, int, error) {
+func peekPipe(pid, fd int, packets bool) ([]byte, int, []image.PipeChunk, error) {
 	src, err := CopyFd(pid, fd)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	defer unix.Close(src)
-	return teePipe(src)
+	return peek(src, packets)
+}
+
+func peek(src int, packets bool) ([]byte, int, []image.PipeChunk, error) {
+	if packets {
+		return teePackets(src)
+	}
+	data, size, err := teePipe(src)
+	return data, size, nil, err
 }
 
 // CopyFd returns a copy, in cr, of fd of process pid (pidfd_getfd: the same
@@ -267,35 +285,129 @@ func CopyFd(pid, fd int) (int, error) {
 
 // teePipe copies what sits in the pipe src without consuming it.
 func teePipe(src int) ([]byte, int, error) {
-	size, err := unix.FcntlInt(uintptr(src), unix.F_GETPIPE_SZ, 0)
-	if err != nil {
-		return nil, 0, err
+	r, size, err := teeCopy(src)
+	if err != nil || r < 0 {
+		return nil, size, err
 	}
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return nil, 0, err
-	}
-	defer unix.Close(p[0])
-	defer unix.Close(p[1])
-	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, size); err != nil {
-		return nil, 0, err
-	}
-	n, err := unix.Tee(src, p[1], size, unix.SPLICE_F_NONBLOCK)
-	if err == unix.EAGAIN {
-		return nil, size, nil // empty
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	buf := make([]byte, n)
-	for got := 0; got < len(buf); {
-		m, err := unix.Read(p[0], buf[got:])
+	defer unix.Close(r)
+	buf := make([]byte, size)
+	var data []byte
+	for {
+		n, err := unix.Read(r, buf)
+		if errors.Is(err, unix.EAGAIN) || n == 0 {
+			return data, size, nil
+		}
 		if err != nil {
 			return nil, 0, err
 		}
-		got += m
+		data = append(data, buf[:n]...)
 	}
-	return buf, size, nil
+}
+
+// teeCopy copies the contents of the pipe src, without consuming them, into
+// a pipe of our own (tee(2) shares the pipe buffers, keeping their packet
+// flags) and returns that pipe's non-blocking read end (-1: src is empty)
+// and src's capacity.
+func teeCopy(src int) (int, int, error) {
+	size, err := unix.FcntlInt(uintptr(src), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		return -1, 0, err
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return -1, 0, err
+	}
+	defer unix.Close(p[1])
+	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, size); err != nil {
+		unix.Close(p[0])
+		return -1, 0, err
+	}
+	if _, err := unix.Tee(src, p[1], size, unix.SPLICE_F_NONBLOCK); err != nil {
+		unix.Close(p[0])
+		if errors.Is(err, unix.EAGAIN) {
+			return -1, size, nil // empty
+		}
+		return -1, 0, err
+	}
+	return p[0], size, nil
+}
+
+// teePackets copies the contents of a pipe that may hold packets (pipe(7),
+// O_DIRECT), with their boundaries, without consuming them. A read returns
+// the stream bytes up to and including the next packet (pipe_read in
+// fs/pipe.c stops after a packet buffer, and drops what of it does not fit),
+// so one copy, read with whole-capacity reads, gives the contents cut at
+// packet ends; a second copy, read one byte at a time while FIONREAD tells
+// how much each read took, tells a packet (the whole of it goes) from stream
+// bytes (one goes).
+func teePackets(src int) ([]byte, int, []image.PipeChunk, error) {
+	a, size, err := teeCopy(src)
+	if err != nil || a < 0 {
+		return nil, size, nil, err
+	}
+	defer unix.Close(a)
+	b, _, err := teeCopy(src)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if b < 0 {
+		return nil, 0, nil, errors.New("the pipe emptied while being read")
+	}
+	defer unix.Close(b)
+	// step reads one byte of b and returns how many bytes left it.
+	step := func() (int, error) {
+		before, err := unix.IoctlGetInt(b, fionread)
+		if err != nil {
+			return 0, err
+		}
+		var one [1]byte
+		if _, err := unix.Read(b, one[:]); err != nil {
+			return 0, err
+		}
+		after, err := unix.IoctlGetInt(b, fionread)
+		return before - after, err
+	}
+	var data []byte
+	var chunks []image.PipeChunk
+	packets := false
+	buf := make([]byte, size)
+	for {
+		n, err := unix.Read(a, buf)
+		if errors.Is(err, unix.EAGAIN) || (err == nil && n == 0) {
+			break
+		}
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		data = append(data, buf[:n]...)
+		// This piece is stream bytes, then maybe one packet at its end.
+		stream := 0
+		for stream < n {
+			took, err := step()
+			if err != nil {
+				return nil, 0, nil, err
+			}
+			if took > 1 || (took == 1 && stream == 0 && n == 1) {
+				// The packet at the end (a 1-byte piece counts as one).
+				if took != n-stream {
+					return nil, 0, nil, fmt.Errorf("pipe packet of %d bytes where %d were expected", took, n-stream)
+				}
+				break
+			}
+			stream++
+		}
+		if stream > 0 {
+			chunks = append(chunks, image.PipeChunk{Len: stream})
+		}
+		if stream < n {
+			chunks = append(chunks, image.PipeChunk{Len: n - stream, Packet: true})
+			packets = true
+		}
+	}
+	if !packets {
+		chunks = nil // plain stream bytes
+	}
+	return data, size, chunks, nil
 }
 
 // resolveEpolls maps every watched target to an fd of the epoll's process

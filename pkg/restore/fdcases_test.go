@@ -89,7 +89,15 @@ func TestProcfsOutsideTree(t *testing.T) {
 func TestPacketPipe(t *testing.T) {
 	p := fdCase(t, "packet")
 	p.Check(t)
-	q, _ := dumpAndRestore(t, p)
+	q, ck := dumpAndRestore(t, p)
+	saved := 0
+	for _, f := range ck.Files {
+		if f.Pipe != nil && len(f.Pipe.Data) > 0 {
+			require.Equal(t, []image.PipeChunk{{Len: 2, Packet: true}, {Len: 2, Packet: true}}, f.Pipe.Chunks, "%s", f.Ident.Path)
+			saved++
+		}
+	}
+	require.Equal(t, 2, saved, "the pipe's and the FIFO's packets")
 	q.Check(t)
 	q.Check(t)
 	require.Equal(t, 0, q.Stop(t))

@@ -233,7 +233,7 @@ func (t *treeRestore) crFile(f *image.File) (int, error) {
 		if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
 			fd = ends[1]
 		}
-		if err := fillNonblock(ends[1], f.Pipe.Data, "pipe"); err != nil {
+		if err := fillPipe(ends[1], f.Pipe, "pipe"); err != nil {
 			return 0, err
 		}
 		// The pipe's fds belong to t.pipes; t.files gets a dup.
@@ -428,11 +428,13 @@ func (t *treeRestore) crFIFO(f *image.File) (int, error) {
 				return 0, fmt.Errorf("FIFO size %d: %w", f.Pipe.Size, err)
 			}
 		}
-		if err := fillNonblock(keep, f.Pipe.Data, "FIFO "+f.Ident.Path); err != nil {
+		if err := fillPipe(keep, f.Pipe, "FIFO "+f.Ident.Path); err != nil {
 			return 0, err
 		}
 	}
-	fd, err := unix.Open(f.Ident.Path, int(f.Flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	// open(2) refuses O_DIRECT on a FIFO (packet mode is set by fcntl):
+	// setFlags puts it on.
+	fd, err := unix.Open(f.Ident.Path, int(f.Flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_DIRECT)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, fmt.Errorf("open FIFO %s: %w", f.Ident.Path, err)
 	}
@@ -496,6 +498,64 @@ func (t *treeRestore) crSocket(f *image.File) (int, error) {
 		t.shutdowns = append(t.shutdowns, [2]int{me, u.Shutdown})
 	}
 	return unix.FcntlInt(uintptr(me), unix.F_DUPFD_CLOEXEC, 0)
+}
+
+// fillPipe puts a pipe's saved bytes back through its write end fd: stream
+// bytes as they come, each packet (image.PipeChunk) by one write in packet
+// mode (O_DIRECT), so that a read gets it back whole and alone.
+func fillPipe(fd int, p *image.Pipe, what string) error {
+	if len(p.Chunks) == 0 {
+		return fillNonblock(fd, p.Data, what)
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
+	data := p.Data
+	for _, c := range p.Chunks {
+		if c.Len <= 0 || c.Len > len(data) || (c.Packet && c.Len > pageSize) {
+			return fmt.Errorf("image is inconsistent: %s: a chunk of %d bytes in %d saved bytes", what, c.Len, len(data))
+		}
+		mode := fl &^ unix.O_DIRECT
+		if c.Packet {
+			mode = fl | unix.O_DIRECT
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, mode); err != nil {
+			return fmt.Errorf("%s: packet mode: %w", what, err)
+		}
+		if !c.Packet {
+			if err := fillNonblock(fd, data[:c.Len], what); err != nil {
+				return err
+			}
+		} else if err := writePacket(fd, data[:c.Len], what); err != nil {
+			return err
+		}
+		data = data[c.Len:]
+	}
+	if len(data) != 0 {
+		return fmt.Errorf("image is inconsistent: %s: %d saved bytes in no chunk", what, len(data))
+	}
+	return nil
+}
+
+// writePacket writes one packet into a packet-mode pipe without blocking.
+func writePacket(fd int, b []byte, what string) error {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
+		return err
+	}
+	n, err := unix.Write(fd, b)
+	if err == nil && n != len(b) {
+		err = fmt.Errorf("short write (%d bytes)", n)
+	}
+	if err != nil {
+		return fmt.Errorf("fill %s with a saved packet of %d bytes: %w", what, len(b), err)
+	}
+	return nil
 }
 
 // fillNonblock writes data into a pipe without ever blocking: data that

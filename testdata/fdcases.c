@@ -134,7 +134,8 @@ int main(int argc, char **argv)
 			die("epoll_wait did not fire");
 		if (!strcmp(mode, "oneshot-empty") && read(pp[0], &c, 1) != 1)
 			die("read");
-		verify = verify_oneshot;
+		if (!strcmp(mode, "oneshot"))
+			verify = verify_oneshot;
 	} else if (!strcmp(mode, "flock") || !strcmp(mode, "posix") || !strcmp(mode, "ofd")) {
 		fds[0] = open(wpath("locked"), O_RDWR | O_CREAT, 0600);
 		if (fds[0] < 0)

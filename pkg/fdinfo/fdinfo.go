@@ -438,9 +438,54 @@ func (c *Collector) resolveEpolls() error {
 				return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("an epoll instance watching a file that is no longer open (registered as fd %d)", tgt.Fd)}
 			}
 			tgt.Fd = found
+			if Disarmed(tgt.Events) {
+				// Restore brings it back disarmed by letting it fire once,
+				// which needs its file ready for some event.
+				ready, err := readyEvents(o.pid, found)
+				if err != nil {
+					return fmt.Errorf("fd %d of pid %d: poll: %w", found, o.pid, err)
+				}
+				if ready == 0 {
+					return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("an epoll instance with a one-shot entry for fd %d that has fired (disarmed) while its file is ready for no event: cr can bring such an entry back only when its file is ready", found)}
+				}
+			}
 		}
 	}
 	return nil
+}
+
+// EpollPrivateBits are the event bits an EPOLLONESHOT entry keeps once it
+// has fired (EP_PRIVATE_BITS, fs/eventpoll.c: EPOLLWAKEUP, EPOLLONESHOT,
+// EPOLLET, EPOLLEXCLUSIVE).
+const EpollPrivateBits = 1<<29 | 1<<30 | 1<<31 | 1<<28
+
+// Disarmed reports whether an epoll entry's event mask (as fdinfo shows it)
+// is that of a one-shot entry that has fired: only the private bits are
+// left, so it reports nothing until EPOLL_CTL_MOD re-arms it.
+func Disarmed(events uint32) bool {
+	return events&unix.EPOLLONESHOT != 0 && events&^EpollPrivateBits == 0
+}
+
+// readyEvents polls fd of pid (a copy of it) for every event, without waiting.
+func readyEvents(pid, fd int) (int16, error) {
+	c, err := CopyFd(pid, fd)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(c)
+	return PollNow(c)
+}
+
+// PollNow returns the events fd is ready for now (poll(2), all events).
+func PollNow(fd int) (int16, error) {
+	// POLLIN, PRI, OUT, RDNORM, RDBAND, WRNORM, WRBAND, MSG, RDHUP: the
+	// same bits as the EPOLL* events (include/uapi/linux/eventpoll.h).
+	const all = 0x1 | 0x2 | 0x4 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x2000
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: all}}
+	if _, err := unix.Poll(pfd, 0); err != nil {
+		return 0, err
+	}
+	return pfd[0].Revents &^ unix.POLLNVAL, nil
 }
 
 func sameEpollTarget(pid, fd, epfd, tfd int) (bool, error) {

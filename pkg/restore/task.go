@@ -146,26 +146,8 @@ func (r *restorer) restoreFiles() error {
 		r.queue(fmt.Sprintf("fd %d", e.Fd), unix.SYS_DUP3, uintptr(temp[e.FileID]), uintptr(e.Fd), cloexec)
 	}
 	r.queue("close temporary fds", unix.SYS_CLOSE_RANGE, uintptr(temps), ^uintptr(0)>>32, 0)
-	var epolls []*image.File
-	for _, f := range files {
-		if f.Type != image.FileEpoll || r.t.files[f.ID] != 0 {
-			continue // not an epoll, or registered by the process that made it
-		}
-		epolls = append(epolls, f)
-		epfd := r.fdOf(f.ID)
-		for _, t := range f.Epoll {
-			// struct epoll_event is packed on x86-64: u32 events, u64 data.
-			ev := make([]byte, 12)
-			binary.LittleEndian.PutUint32(ev, t.Events)
-			binary.LittleEndian.PutUint64(ev[4:], t.Data)
-			addr, err := r.stash(ev)
-			if err != nil {
-				return err
-			}
-			r.queue(fmt.Sprintf("fd %d: watch fd %d with epoll", epfd, t.Fd), unix.SYS_EPOLL_CTL, uintptr(epfd), unix.EPOLL_CTL_ADD, uintptr(t.Fd), addr)
-		}
-	}
-	if err := r.flush(); err != nil {
+	epolls, err := r.fillEpolls(files)
+	if err != nil {
 		return err
 	}
 	// Other processes that share an epoll instance made here get it from cr.
@@ -193,6 +175,92 @@ func (r *restorer) restoreFiles() error {
 		}
 	}
 	return nil
+}
+
+// fillEpolls fills the interest lists of the epoll instances made in this
+// process (files: its descriptions, every fd in place or queued) and returns
+// those instances.
+//
+// An EPOLLONESHOT entry that had fired (fdinfo.Disarmed) must come back
+// disarmed, but EPOLL_CTL_ADD and _MOD always add EPOLLERR|EPOLLHUP
+// (do_epoll_ctl, fs/eventpoll.c): it would report a hang-up. So it is
+// added first, alone, with the events its file is ready for now, and made
+// to fire once by an injected epoll_wait, which leaves it with only its
+// private bits (ep_send_events), as dumped. The dump made sure the file was
+// ready for something.
+func (r *restorer) fillEpolls(files []*image.File) ([]*image.File, error) {
+	var epolls []*image.File
+	for _, f := range files {
+		if f.Type == image.FileEpoll && r.t.files[f.ID] == 0 {
+			epolls = append(epolls, f) // not registered by another process that made it
+		}
+	}
+	if err := r.flush(); err != nil { // every fd in place
+		return nil, err
+	}
+	watch := func(epfd int, t image.EpollTarget, events uint32) error {
+		// struct epoll_event is packed on x86-64: u32 events, u64 data.
+		ev := make([]byte, 12)
+		binary.LittleEndian.PutUint32(ev, events)
+		binary.LittleEndian.PutUint64(ev[4:], t.Data)
+		addr, err := r.stash(ev)
+		if err != nil {
+			return err
+		}
+		r.queue(fmt.Sprintf("fd %d: watch fd %d with epoll", epfd, t.Fd), unix.SYS_EPOLL_CTL, uintptr(epfd), unix.EPOLL_CTL_ADD, uintptr(t.Fd), addr)
+		return nil
+	}
+	for _, f := range epolls {
+		epfd := r.fdOf(f.ID)
+		fired := 0
+		for _, t := range f.Epoll {
+			if !fdinfo.Disarmed(t.Events) {
+				continue
+			}
+			c, err := r.grab(t.Fd)
+			if err != nil {
+				return nil, fmt.Errorf("fd %d: one-shot entry for fd %d: %w", epfd, t.Fd, err)
+			}
+			ready, err := fdinfo.PollNow(c)
+			unix.Close(c)
+			if err != nil || ready == 0 {
+				return nil, fmt.Errorf("fd %d: one-shot entry for fd %d that had fired: its file is ready for no event, so it cannot be brought back disarmed (%v)", epfd, t.Fd, err)
+			}
+			if err := watch(epfd, t, t.Events|uint32(uint16(ready))); err != nil {
+				return nil, err
+			}
+			fired++
+		}
+		if fired == 0 {
+			continue
+		}
+		if err := r.flush(); err != nil {
+			return nil, err
+		}
+		buf, err := r.put(0, make([]byte, 12*(fired+1)))
+		if err != nil {
+			return nil, err
+		}
+		n, err := r.sys(unix.SYS_EPOLL_WAIT, uintptr(epfd), buf, uintptr(fired+1), 0)
+		if err != nil {
+			return nil, fmt.Errorf("fd %d: fire one-shot entries (epoll_wait): %w", epfd, err)
+		}
+		if int(n) != fired {
+			return nil, fmt.Errorf("fd %d: %d of %d one-shot entries fired: they cannot be brought back disarmed", epfd, n, fired)
+		}
+	}
+	for _, f := range epolls {
+		epfd := r.fdOf(f.ID)
+		for _, t := range f.Epoll {
+			if fdinfo.Disarmed(t.Events) {
+				continue
+			}
+			if err := watch(epfd, t, t.Events); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return epolls, r.flush()
 }
 
 // fdOf returns an fd number that holds file id in the image.

@@ -227,8 +227,16 @@ func (c *Collector) resolvePipes() error {
 	for _, id := range order {
 		p := pipes[id]
 		if len(p.r) == 0 || len(p.w) == 0 {
-			o := c.owner[c.Files[append(p.r, p.w...)[0]].ID]
-			return &UnsupportedError{o.fd, fmt.Sprintf("a pipe (pipe:[%d]) whose other end is outside the dumped processes (a pipeline with a process not in the tree?)", id)}
+			// An end of a pipeline with a process outside the tree: it is
+			// external, given back by the caller at restore. A read end's
+			// unread bytes are saved (they would be lost with the last
+			// reader), a write end's stay in the pipe, with its reader.
+			for _, i := range append(p.r, p.w...) {
+				c.Files[i].External = fmt.Sprintf("pipe:[%d]", id)
+			}
+			if len(p.r) == 0 {
+				continue
+			}
 		}
 		rf := &c.Files[p.r[0]]
 		o := c.owner[rf.ID]

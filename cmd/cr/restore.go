@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/cr-tools/cr/pkg/restore"
@@ -20,6 +21,8 @@ func cmdRestore(args []string) (int, bool, error) {
 	force := fs.Bool("force-kernel", false, "restore an image dumped on another kernel release")
 	shell := fs.Bool("shell-job", false, "the process was a shell job: give it cr's session, process group and terminal")
 	fill := fs.String("fill", "preadv", "how pages reach the process: preadv (the process reads them) or writev")
+	var inherit inheritFlag
+	fs.Var(&inherit, "inherit-fd", "fd[N]:ID: give the restored processes cr's fd N in place of the external pipe or socket ID (`cr show` lists them); repeatable")
 	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
 	if err := parse(fs, args); err != nil {
 		return 0, false, err
@@ -27,7 +30,7 @@ func cmdRestore(args []string) (int, bool, error) {
 	if *dir == "" {
 		return 0, *v, &usageError{"restore: -i DIR is required"}
 	}
-	opt := restore.Options{Dir: *dir, ForceKernel: *force, Fill: *fill, ShellJob: *shell}
+	opt := restore.Options{Dir: *dir, ForceKernel: *force, Fill: *fill, ShellJob: *shell, InheritFds: inherit}
 	if *v {
 		opt.Log = os.Stderr
 	}
@@ -80,4 +83,29 @@ func cmdRestore(args []string) (int, bool, error) {
 		return 128 + int(ws.Signal()), *v, nil
 	}
 	return ws.ExitStatus(), *v, nil
+}
+
+// inheritFlag collects --inherit-fd fd[N]:ID values (CRIU's syntax) into
+// restore.Options.InheritFds.
+type inheritFlag map[string]int
+
+func (f *inheritFlag) String() string { return "" }
+
+func (f *inheritFlag) Set(v string) error {
+	num, id, ok := strings.Cut(v, ":")
+	if !ok || !strings.HasPrefix(num, "fd[") || !strings.HasSuffix(num, "]") || id == "" {
+		return fmt.Errorf("--inherit-fd %q: want fd[N]:ID, e.g. fd[3]:pipe:[12345]", v)
+	}
+	n, err := strconv.Atoi(num[3 : len(num)-1])
+	if err != nil || n < 0 {
+		return fmt.Errorf("--inherit-fd %q: %q is not an fd number", v, num[3:len(num)-1])
+	}
+	if *f == nil {
+		*f = inheritFlag{}
+	}
+	if _, dup := (*f)[id]; dup {
+		return fmt.Errorf("--inherit-fd: %s given twice", id)
+	}
+	(*f)[id] = n
+	return nil
 }

@@ -192,7 +192,12 @@ func (c *Collector) resolveSockets() error {
 			return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("a named unix socket (%q)", s.name)}
 		}
 		if s.peer != 0 && !inodes[uint64(s.peer)] {
-			return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("a unix socket connected to socket:[%d], which is outside the dumped processes", s.peer)}
+			// A socketpair end whose peer lives outside the tree: the
+			// caller gives it back at restore; what sits in its queue
+			// stays with the old socket.
+			f.Unix.Type, f.Unix.Peer, f.Unix.Shutdown = int(s.typ), uint64(s.peer), int(s.shutdown)
+			f.External = fmt.Sprintf("socket:[%d]", f.Unix.Ino)
+			continue
 		}
 		if s.typ != unix.SOCK_STREAM && s.typ != unix.SOCK_DGRAM && s.typ != unix.SOCK_SEQPACKET {
 			return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("a unix socket of type %d", s.typ)}

@@ -391,6 +391,16 @@ type File struct {
 	Timerfd *Timerfd      `json:"timerfd,omitempty"`
 	Eventfd *Eventfd      `json:"eventfd,omitempty"`
 	Epoll   []EpollTarget `json:"epoll,omitempty"`
+
+	// External names a pipe or socketpair end whose other end was held
+	// by no process of the image (a pipeline with a process outside the
+	// tree, a supervisor's pipe): "pipe:[INO]" or "socket:[INO]", the
+	// fd link text at the dump, which is CRIU's external resource ID.
+	// Restore does not make such a file: it takes the descriptor the
+	// caller passes for that ID (--inherit-fd fd[N]:ID), or, for fds 0-2,
+	// the caller's own fd of that number. Empty for every other file.
+	// (Format 1.1.)
+	External string `json:"external,omitempty"`
 }
 
 // Pipe is one end of a pipe. Both ends carry the pipe's inode number; the

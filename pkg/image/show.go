@@ -88,6 +88,9 @@ func WriteSummary(w io.Writer, c *Checkpoint) {
 			if fd.Cloexec {
 				ce = " cloexec"
 			}
+			if f.External != "" {
+				ce += " external " + f.External
+			}
 			fmt.Fprintf(w, "    %3d %-3s %s flags %#o pos %d (file %d)%s\n", fd.Fd, f.Type, f.Ident.Path, f.Flags, f.Pos, f.ID, ce)
 		}
 	}

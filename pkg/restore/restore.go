@@ -33,6 +33,16 @@ type Options struct {
 	// reads its own pages from the image) or "writev" (cr pushes them with
 	// process_vm_writev). Both exist so that they can be compared.
 	Fill string
+	// InheritFds plugs descriptors of the caller into the restored
+	// processes in place of external files (pipe or socketpair ends whose
+	// other end was outside the dumped tree; `cr show` lists their IDs):
+	// external ID ("pipe:[INO]", "socket:[INO]") -> an fd of the calling
+	// process, as CRIU's --inherit-fd fd[N]:ID. The restored processes get
+	// their own descriptors of the same open file descriptions; the
+	// caller's fds are left open. An external file not in the map that a
+	// process held at fd 0, 1 or 2 takes the caller's fd of that number; any
+	// other is refused before anything is created.
+	InheritFds map[string]int
 }
 
 // Result describes a restored process. The process is cr's child: the

@@ -187,6 +187,20 @@ func TestRoundTripFixtures(t *testing.T) {
 	}
 }
 
+// TestRoundTripManyFds: hundreds of descriptors of one file, each its own
+// open file description (distinct offsets) or all one (dups): the dump's
+// grouping of descriptions (kcmp order, parallel /proc reads) keeps exactly
+// the sharing there was.
+func TestRoundTripManyFds(t *testing.T) {
+	bin := testutil.BuildC(t, "manyfds")
+	for _, mode := range []string{"distinct", "shared"} {
+		t.Run(mode, func(t *testing.T) {
+			q, _ := roundTrip(t, bin, "600", mode)
+			require.Equal(t, 0, q.Stop(t))
+		})
+	}
+}
+
 func TestRoundTripRegisters(t *testing.T) {
 	testutil.RequireAVX512(t)
 	bin := testutil.BuildC(t, "spin_avx", "-mavx512f", "-mavx512bw", "-mavx2")

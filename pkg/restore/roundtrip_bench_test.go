@@ -37,8 +37,8 @@ func BenchmarkRoundTripGo(b *testing.B) {
 	benchRoundTrip(b, testutil.BuildGo(b, "testdata/gostate"))
 }
 
-func benchRoundTrip(b *testing.B, bin string) {
-	p := testutil.Start(b, bin)
+func benchRoundTrip(b *testing.B, bin string, args ...string) {
+	p := testutil.Start(b, bin, args...)
 	pid := p.Pid
 	p.Check(b)
 	base := b.TempDir()
@@ -133,5 +133,20 @@ func BenchmarkRoundTripTree(b *testing.B) {
 			b.ReportMetric(float64(dumpTime.Microseconds())/1000/float64(b.N), "dump-ms/op")
 			b.ReportMetric(float64(restoreTime.Microseconds())/1000/float64(b.N), "restore-ms/op")
 		})
+	}
+}
+
+// BenchmarkRoundTripFds dumps and restores a process holding 1,000 or
+// 10,000 descriptors of one file: "distinct" gives each its own open file
+// description (open(2) N times), "shared" makes them dups of one.
+func BenchmarkRoundTripFds(b *testing.B) {
+	testutil.RequireRoot(b)
+	bin := testutil.BuildC(b, "manyfds")
+	for _, n := range []int{1000, 10000} {
+		for _, mode := range []string{"distinct", "shared"} {
+			b.Run(strconv.Itoa(n)+"-"+mode, func(b *testing.B) {
+				benchRoundTrip(b, bin, strconv.Itoa(n), mode)
+			})
+		}
 	}
 }

@@ -281,6 +281,9 @@ func (t *treeRestore) crFile(f *image.File) (int, error) {
 	}
 	var fd int
 	var err error
+	if f.External != "" {
+		return t.crExternal(f)
+	}
 	switch f.Type {
 	case image.FilePipe:
 		ends, ok := t.pipes[f.Pipe.ID]
@@ -858,4 +861,72 @@ func (r *restorer) finish() error {
 		}
 	}
 	return nil
+}
+
+// externalFd returns the caller's fd that stands for the external file f
+// (see Options.InheritFds), or an error naming the fd and the option.
+func (t *treeRestore) externalFd(f *image.File) (int, error) {
+	if fd, ok := t.opt.InheritFds[f.External]; ok {
+		return fd, nil
+	}
+	// The lowest of fds 0-2 a process of the image held it at.
+	low := -1
+	for _, p := range t.ck.Processes {
+		for _, e := range p.Fds {
+			if e.FileID == f.ID && e.Fd <= 2 && (low < 0 || e.Fd < low) {
+				low = e.Fd
+			}
+		}
+	}
+	if low >= 0 {
+		return low, nil
+	}
+	pid, fd := -1, -1
+	for _, p := range t.ck.Processes {
+		for _, e := range p.Fds {
+			if e.FileID == f.ID && pid < 0 {
+				pid, fd = p.Task.Pid, e.Fd
+			}
+		}
+	}
+	return -1, fmt.Errorf("pid %d fd %d is %s, whose other end was outside the dumped processes: give its replacement with --inherit-fd fd[N]:%s", pid, fd, f.External, f.External)
+}
+
+// crExternal returns cr's own descriptor of the caller's fd that replaces
+// the external file f. Its open file description is the caller's: its
+// flags and offset are not changed. Unread bytes saved from an external
+// pipe's read end are written into the new pipe, after whatever it holds.
+func (t *treeRestore) crExternal(f *image.File) (int, error) {
+	src, err := t.externalFd(f)
+	if err != nil {
+		return 0, err
+	}
+	fd, err := unix.FcntlInt(uintptr(src), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("%s: the inherited fd %d: %w", f.External, src, err)
+	}
+	if f.Pipe != nil && len(f.Pipe.Data) > 0 {
+		if err := refillExternal(fd, f); err != nil {
+			unix.Close(fd)
+			return 0, err
+		}
+	}
+	t.files[f.ID] = fd
+	return fd, nil
+}
+
+func refillExternal(fd int, f *image.File) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return fmt.Errorf("%s held %d unread bytes, but its replacement is not a pipe to put them in", f.External, len(f.Pipe.Data))
+	}
+	w, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%s: open a writer to put its %d unread bytes back: %w", f.External, len(f.Pipe.Data), err)
+	}
+	defer unix.Close(w)
+	return fillNonblock(w, f.Pipe.Data, "pipe "+f.External)
 }

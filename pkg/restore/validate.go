@@ -117,7 +117,23 @@ func (t *treeRestore) validate() error {
 	}
 	// Open files are reopened by path; they may have changed (as in the
 	// original checkpoint/restart demo), but must exist.
+	for i := range c.Files {
+		f := &c.Files[i]
+		if f.External == "" {
+			continue
+		}
+		fd, err := t.externalFd(f)
+		if err != nil {
+			return err
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			return fmt.Errorf("%s is to be replaced by fd %d of cr, which is not open: %w", f.External, fd, err)
+		}
+	}
 	for _, f := range c.Files {
+		if f.External != "" {
+			continue
+		}
 		switch f.Type {
 		case image.FilePipe, image.FileEventfd, image.FileEpoll, image.FileMemfd, image.FileUnix, image.FileTimerfd:
 			continue // made anew, nothing to find on disk

@@ -42,6 +42,7 @@ type Result struct {
 	Pages     uint64        // pages saved
 	Frozen    time.Duration // how long the target was stopped
 	PagesTime time.Duration // time spent copying pages
+	CheckTime time.Duration // time spent reading the image back (restore.Check) before the commit
 }
 
 // Run checkpoints one process into opt.Dir.

@@ -164,9 +164,12 @@ func (t *tree) run() (res *Result, err error) {
 	if err := w.WriteMeta(ck); err != nil {
 		return nil, err
 	}
+	cstart := time.Now()
 	if err := t.checkImage(w.TempDir(), ck); err != nil {
 		return nil, err
 	}
+	ctime := time.Since(cstart)
+	t.logf("image read back and checked in %v", ctime)
 	// Put the targets' registers and signal masks back before the commit, so
 	// that an image exists only if the targets were left as they were found.
 	for _, p := range t.procs {
@@ -181,7 +184,7 @@ func (t *tree) run() (res *Result, err error) {
 		return nil, err
 	}
 	committed = true
-	return &Result{Dir: w.Dir, Pages: pages, Frozen: time.Since(start), PagesTime: ptime}, nil
+	return &Result{Dir: w.Dir, Pages: pages, Frozen: time.Since(start), PagesTime: ptime, CheckTime: ctime}, nil
 }
 
 // seizeTree seizes the root and then, level by level, every descendant: a
@@ -396,7 +399,6 @@ func joinInts(xs []int) string {
 // data is not read again). An image that fails is a cr bug or an image
 // restore would refuse: the dump fails and the processes run on.
 func (t *tree) checkImage(dir string, ck *image.Checkpoint) error {
-	start := time.Now()
 	got, err := restore.Check(dir)
 	if err != nil {
 		return fmt.Errorf("the image would not restore (%w); the dump is abandoned", err)
@@ -440,7 +442,6 @@ func (t *tree) checkImage(dir string, ck *image.Checkpoint) error {
 			return fmt.Errorf("%s has %d bytes, its runs describe %d; the dump is abandoned", image.ShmemPagesFile, st.Size(), next)
 		}
 	}
-	t.logf("image read back and checked in %v", time.Since(start))
 	return nil
 }
 

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/cr-tools/cr/pkg/dump"
 	"github.com/cr-tools/cr/pkg/image"
@@ -78,6 +80,22 @@ func fail(err error, verbose bool) {
 	os.Exit(1)
 }
 
+// removeStale removes the temporary image directories beside dir that a
+// killed cr left (see image.RemoveStale); with -v it says so. A failure to
+// clean up is reported with -v only: it does not stop the command.
+func removeStale(dir string, verbose bool) {
+	removed, err := image.RemoveStale(dir)
+	if !verbose {
+		return
+	}
+	for _, r := range removed {
+		fmt.Fprintf(os.Stderr, "removed %s, left by a cr that was killed\n", r)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cr: %v\n", err)
+	}
+}
+
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
@@ -121,6 +139,22 @@ func cmdDump(args []string) (bool, error) {
 	if *v {
 		opt.Log = os.Stderr
 	}
+	removeStale(*dir, *v)
+	// SIGINT and SIGTERM interrupt the dump; it undoes itself (the target
+	// runs on as before, nothing stays on disk) and cr exits with an error.
+	// Further signals change nothing.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	abort := make(chan struct{})
+	opt.Abort = abort
+	go func() {
+		s := <-sigs
+		if *v {
+			fmt.Fprintf(os.Stderr, "cr: %v: interrupting the dump\n", s)
+		}
+		close(abort)
+	}()
 	res, err := dump.Run(opt)
 	if err != nil {
 		return *v, err

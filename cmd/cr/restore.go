@@ -34,6 +34,7 @@ func cmdRestore(args []string) (int, bool, error) {
 	if *v {
 		opt.Log = os.Stderr
 	}
+	removeStale(*dir, *v)
 	// Forward signals from the moment the process exists.
 	sigs := make(chan os.Signal, 4)
 	if !*detach {

@@ -27,7 +27,7 @@ func BenchmarkDump(b *testing.B) {
 			p := testutil.Start(b, bin, strconv.Itoa(mib))
 			parent := b.TempDir()
 			b.SetBytes(int64(mib) << 20)
-			var frozen, pages time.Duration
+			var frozen, pages, check time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				dir := filepath.Join(parent, "img"+strconv.Itoa(i))
@@ -40,6 +40,7 @@ func BenchmarkDump(b *testing.B) {
 				}
 				frozen += res.Frozen
 				pages += res.PagesTime
+				check += res.CheckTime
 				b.StopTimer()
 				os.RemoveAll(dir)
 				b.StartTimer()
@@ -47,7 +48,32 @@ func BenchmarkDump(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(frozen.Microseconds())/1000/float64(b.N), "frozen-ms/op")
 			b.ReportMetric(float64(int64(mib)<<20)*float64(b.N)/pages.Seconds()/1e6, "pages-MB/s")
+			b.ReportMetric(float64(check.Microseconds())/float64(b.N), "check-us/op")
 			p.Check(b)
 		})
 	}
+}
+
+// BenchmarkDumpTiny dumps (with LeaveRunning) the tiny fixture; check-us/op
+// is what reading the image back before the commit (restore.Check) adds.
+func BenchmarkDumpTiny(b *testing.B) {
+	testutil.RequireRoot(b)
+	p := testutil.Start(b, testutil.BuildC(b, "tiny"))
+	parent := b.TempDir()
+	var check time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		dir := filepath.Join(parent, "img"+strconv.Itoa(i))
+		res, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		check += res.CheckTime
+		b.StopTimer()
+		os.RemoveAll(dir)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(check.Microseconds())/float64(b.N), "check-us/op")
+	p.Check(b)
 }

@@ -6,5 +6,8 @@
 // written, with an *UnsupportedError naming it. On any failure the target
 // is put back exactly as it was and detached, and no image directory is
 // left behind. After a successful dump the target is killed, unless
-// Options.LeaveRunning.
+// Options.LeaveRunning. Before it kills or resumes the target, the image
+// is read back and checked with restore.Check: an image restore would
+// refuse fails the dump instead. Closing Options.Abort (cmd/cr does on
+// SIGINT and SIGTERM) undoes a dump in progress the same way.
 package dump

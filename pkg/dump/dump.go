@@ -28,6 +28,12 @@ type Options struct {
 	Sync         bool          // fsync the image before reporting success
 	Timeout      time.Duration // bound for every wait on the target (default 10 s)
 	Log          io.Writer     // progress messages (-v); nil for none
+	// Abort, once closed, interrupts the dump: it stops between phases
+	// and inside the page copy, puts every process back as it was found,
+	// removes what it wrote and returns an error wrapping ErrInterrupted.
+	// A dump already committed (the image in place) is not undone. cmd/cr
+	// closes it on SIGINT and SIGTERM.
+	Abort <-chan struct{}
 }
 
 // Result describes a finished dump.
@@ -36,6 +42,7 @@ type Result struct {
 	Pages     uint64        // pages saved
 	Frozen    time.Duration // how long the target was stopped
 	PagesTime time.Duration // time spent copying pages
+	CheckTime time.Duration // time spent reading the image back (restore.Check) before the commit
 }
 
 // Run checkpoints one process into opt.Dir.
@@ -46,6 +53,9 @@ func Run(opt Options) (*Result, error) {
 	t := &tree{opt: opt, pid: opt.Pid}
 	res, err := t.run()
 	if err != nil {
+		if t.aborted() && !errors.Is(err, ErrNoProcess) {
+			return nil, fmt.Errorf("process %d runs on as before, and no image was written (%v): %w", opt.Pid, err, ErrInterrupted)
+		}
 		return nil, err
 	}
 	return res, nil
@@ -63,6 +73,9 @@ type dumper struct {
 	stat    *procfs.Stat
 
 	parentInTree bool // its parent is dumped too (so pages may be shared with it)
+	// leaderless: its main thread has exited (a zombie leader) while other
+	// threads run; only those are seized, and the dump is refused.
+	leaderless bool
 }
 
 // thread is one seized thread of the target.
@@ -82,12 +95,14 @@ func (d *dumper) logf(format string, args ...any) {
 // thread not yet seized may still create one).
 func (d *dumper) seizeAll() error {
 	pid := d.pid
-	main, err := d.tr.Seize(pid, unix.PTRACE_O_SUSPEND_SECCOMP)
-	if err != nil {
-		return d.seizeError(err)
-	}
-	d.threads = []*thread{{task: main}}
 	seen := map[int]bool{pid: true}
+	if !d.leaderless {
+		main, err := d.tr.Seize(pid, unix.PTRACE_O_SUSPEND_SECCOMP)
+		if err != nil {
+			return d.seizeError(err)
+		}
+		d.threads = []*thread{{task: main}}
+	}
 	for {
 		tids, err := procfs.Tids(pid)
 		if err != nil {
@@ -164,6 +179,14 @@ func (d *dumper) releaseInjection() error {
 
 // gone reports whether the target exited (or is exiting) under us.
 func (d *dumper) gone() bool {
+	if d.leaderless {
+		for _, t := range d.threads {
+			if t.task.Exited == nil {
+				return false
+			}
+		}
+		return true
+	}
 	if len(d.threads) > 0 && d.threads[0].task.Exited != nil {
 		return true
 	}

@@ -21,6 +21,9 @@ func (e *UnsupportedError) Error() string {
 // ErrNoProcess says the pid does not exist (or exited).
 var ErrNoProcess = errors.New("no such process")
 
+// ErrInterrupted says the dump was interrupted (Options.Abort) and undone.
+var ErrInterrupted = errors.New("dump interrupted")
+
 // ErrPermission says cr may not trace the process.
 var ErrPermission = errors.New("permission denied")
 

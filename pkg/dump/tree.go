@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/cr-tools/cr/pkg/memdump"
 	"github.com/cr-tools/cr/pkg/procfs"
 	"github.com/cr-tools/cr/pkg/ptrace"
+	"github.com/cr-tools/cr/pkg/restore"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,6 +31,33 @@ type tree struct {
 	zombies []image.Process // processes that had exited but were not reaped
 	order   []int           // every pid, parents before children
 	shmem   []image.Shmem
+	refusal error // found while seizing (reported once the whole tree is frozen)
+}
+
+// testHookCheckpoint, when set (by tests), may change the checkpoint just
+// before its metadata is written, to show that the read-back check
+// catches an image restore would refuse.
+var testHookCheckpoint func(*image.Checkpoint)
+
+// aborted tells whether Options.Abort was closed.
+func (t *tree) aborted() bool {
+	if t.opt.Abort == nil {
+		return false
+	}
+	select {
+	case <-t.opt.Abort:
+		return true
+	default:
+		return false
+	}
+}
+
+// checkAbort returns ErrInterrupted once Options.Abort is closed.
+func (t *tree) checkAbort() error {
+	if t.aborted() {
+		return ErrInterrupted
+	}
+	return nil
 }
 
 func (t *tree) logf(format string, args ...any) {
@@ -45,7 +75,7 @@ func (t *tree) run() (res *Result, err error) {
 		}
 		return nil, err
 	}
-	if st.State == 'Z' || st.State == 'X' {
+	if (st.State == 'Z' || st.State == 'X') && len(liveThreads(pid)) == 0 {
 		return nil, fmt.Errorf("process %d is a zombie: %w", pid, ErrNoProcess)
 	}
 	if pid == os.Getpid() {
@@ -61,11 +91,20 @@ func (t *tree) run() (res *Result, err error) {
 	start := time.Now()
 	committed := false
 	defer func() { err = t.releaseAll(err, committed) }()
+	if err := t.checkAbort(); err != nil {
+		return nil, err
+	}
 	if err := t.seizeTree(); err != nil {
 		return nil, err
 	}
+	if t.refusal != nil {
+		return nil, t.refusal
+	}
 	t.logf("froze %d processes", len(t.procs))
 	for _, p := range t.procs {
+		if err := t.checkAbort(); err != nil {
+			return nil, err
+		}
 		if err := p.collect(); err != nil {
 			if len(t.procs) > 1 && p.pid != pid {
 				return nil, fmt.Errorf("child process %d: %w", p.pid, err)
@@ -80,6 +119,9 @@ func (t *tree) run() (res *Result, err error) {
 		return nil, err
 	}
 
+	if err := t.checkAbort(); err != nil {
+		return nil, err
+	}
 	w, err := image.Create(t.opt.Dir, t.opt.Sync)
 	if err != nil {
 		return nil, err
@@ -89,6 +131,7 @@ func (t *tree) run() (res *Result, err error) {
 			w.Abort()
 		}
 	}()
+	w.SetAbort(t.opt.Abort)
 	pstart := time.Now()
 	var pages uint64
 	for _, p := range t.procs {
@@ -115,9 +158,18 @@ func (t *tree) run() (res *Result, err error) {
 	for _, p := range t.order {
 		ck.Processes = append(ck.Processes, byPid[p])
 	}
+	if testHookCheckpoint != nil {
+		testHookCheckpoint(ck)
+	}
 	if err := w.WriteMeta(ck); err != nil {
 		return nil, err
 	}
+	cstart := time.Now()
+	if err := t.checkImage(w.TempDir(), ck); err != nil {
+		return nil, err
+	}
+	ctime := time.Since(cstart)
+	t.logf("image read back and checked in %v", ctime)
 	// Put the targets' registers and signal masks back before the commit, so
 	// that an image exists only if the targets were left as they were found.
 	for _, p := range t.procs {
@@ -125,11 +177,14 @@ func (t *tree) run() (res *Result, err error) {
 			return nil, err
 		}
 	}
+	if err := t.checkAbort(); err != nil {
+		return nil, err
+	}
 	if err := w.Commit(); err != nil {
 		return nil, err
 	}
 	committed = true
-	return &Result{Dir: w.Dir, Pages: pages, Frozen: time.Since(start), PagesTime: ptime}, nil
+	return &Result{Dir: w.Dir, Pages: pages, Frozen: time.Since(start), PagesTime: ptime, CheckTime: ctime}, nil
 }
 
 // seizeTree seizes the root and then, level by level, every descendant: a
@@ -147,6 +202,35 @@ func (t *tree) seizeTree() error {
 				return fmt.Errorf("process %d: %w", pid, ErrNoProcess)
 			}
 			continue // exited and reaped meanwhile
+		}
+		if st.State == 'Z' || st.State == 'X' {
+			if live := liveThreads(pid); len(live) > 0 {
+				// The main thread exited (pthread_exit) while others run.
+				// Freeze them with the rest, refuse once all are frozen.
+				d := &dumper{opt: t.opt, pid: pid, tr: t.tr, files: t.files, stat: st, parentInTree: pid != t.pid, leaderless: true}
+				if err := d.seizeAll(); err != nil {
+					return fmt.Errorf("process %d: %w", pid, err)
+				}
+				if len(d.threads) > 0 {
+					t.procs = append(t.procs, d)
+				}
+				if t.refusal == nil {
+					t.refusal = &UnsupportedError{pid, fmt.Sprintf("its main thread has exited (pthread_exit) while thread%s %s still run%s; "+
+						"restore cannot recreate a thread group whose leader is gone", plural(len(live)), joinInts(live), verbS(len(live)))}
+				}
+				kids, err := procfs.Children(pid)
+				if err != nil {
+					return err
+				}
+				sort.Ints(kids)
+				for _, k := range kids {
+					if !seen[k] {
+						seen[k] = true
+						queue = append(queue, k)
+					}
+				}
+				continue
+			}
 		}
 		if st.State == 'Z' && pid != t.pid {
 			t.zombies = append(t.zombies, image.Process{Task: image.Task{
@@ -220,6 +304,142 @@ func (t *tree) checkSessions() error {
 	for _, z := range t.zombies {
 		if err := check(z.Task.Pid, z.Task.Sid, z.Task.Pgid, 0); err != nil {
 			return err
+		}
+	}
+	return checkOutsiders(in)
+}
+
+// checkOutsiders refuses a process outside the tree that is in a session or
+// process group whose id is a pid of the tree (an orphaned grandchild
+// reparented away, say): it keeps that id in use, so restore could not
+// create the process with its pid (clone3 with set_tid fails with EEXIST),
+// nor recreate the session or group. CRIU refuses the same
+// (criu/cr-dump.c, dump_one_task's session and group checks). A session or
+// group outside the image (--shell-job) is not ours to check.
+func checkOutsiders(in map[int]bool) error {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return fmt.Errorf("list processes: %w", err)
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || in[pid] {
+			continue
+		}
+		st, err := procfs.ReadStat(pid)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		what, id := "", 0
+		switch {
+		case in[st.Session]:
+			what, id = "session", st.Session
+		case in[st.Pgrp]:
+			what, id = "process group", st.Pgrp
+		default:
+			continue
+		}
+		return fmt.Errorf("process %d (%s) is in %s %d of the dumped tree but is not part of the tree (an orphaned descendant?): "+
+			"restore could not recreate the %s while it lives; end it, or dump a tree that contains it", pid, st.Comm, what, id, what)
+	}
+	return nil
+}
+
+// liveThreads lists the threads of pid other than its main thread that
+// have not exited: a zombie main thread with live threads is a thread
+// group whose leader called pthread_exit.
+func liveThreads(pid int) []int {
+	tids, err := procfs.Tids(pid)
+	if err != nil {
+		return nil
+	}
+	var live []int
+	for _, tid := range tids {
+		if tid == pid {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+		if err != nil {
+			continue
+		}
+		if st, err := procfs.ParseStat(string(b)); err == nil && st.State != 'Z' && st.State != 'X' {
+			live = append(live, tid)
+		}
+	}
+	sort.Ints(live)
+	return live
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func verbS(n int) string {
+	if n == 1 {
+		return "s"
+	}
+	return ""
+}
+
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ", ")
+}
+
+// checkImage reads the image back from dir with restore's own loader and
+// runs every check restore makes that does not need the processes gone
+// (restore.Check), then compares the page maps read back with the ones
+// whose checksums were computed while the pages were written (the page
+// data is not read again). An image that fails is a cr bug or an image
+// restore would refuse: the dump fails and the processes run on.
+func (t *tree) checkImage(dir string, ck *image.Checkpoint) error {
+	got, err := restore.Check(dir)
+	if err != nil {
+		return fmt.Errorf("the image would not restore (%w); the dump is abandoned", err)
+	}
+	if len(got.Processes) != len(ck.Processes) {
+		return fmt.Errorf("the image read back holds %d processes, %d were written; the dump is abandoned", len(got.Processes), len(ck.Processes))
+	}
+	for i, p := range ck.Processes {
+		g := got.Processes[i]
+		if len(g.PageMap) != len(p.PageMap) {
+			return fmt.Errorf("the page map of pid %d read back has %d runs, %d were written; the dump is abandoned", p.Task.Pid, len(g.PageMap), len(p.PageMap))
+		}
+		for j, r := range p.PageMap {
+			if g.PageMap[j] != r {
+				return fmt.Errorf("page run %d of pid %d (%#x) read back differs from the one written; the dump is abandoned", j, p.Task.Pid, r.Addr)
+			}
+		}
+	}
+	if len(got.Shmem) != len(ck.Shmem) {
+		return fmt.Errorf("the image read back holds %d shared memory objects, %d were written; the dump is abandoned", len(got.Shmem), len(ck.Shmem))
+	}
+	next := uint64(image.PageSize)
+	for i, sh := range ck.Shmem {
+		g := got.Shmem[i]
+		if g.ID != sh.ID || g.Size != sh.Size || len(g.Runs) != len(sh.Runs) {
+			return fmt.Errorf("shared memory object %d read back differs from the one written; the dump is abandoned", sh.ID)
+		}
+		for j, r := range sh.Runs {
+			if g.Runs[j] != r || r.Offset != next {
+				return fmt.Errorf("run %d of shared memory object %d read back differs from the one written; the dump is abandoned", j, sh.ID)
+			}
+			next += r.Pages * image.PageSize
+		}
+	}
+	if len(ck.Shmem) > 0 {
+		st, err := os.Stat(filepath.Join(dir, image.ShmemPagesFile))
+		if err != nil {
+			return fmt.Errorf("read the image back: %w", err)
+		}
+		if uint64(st.Size()) != next {
+			return fmt.Errorf("%s has %d bytes, its runs describe %d; the dump is abandoned", image.ShmemPagesFile, st.Size(), next)
 		}
 	}
 	return nil

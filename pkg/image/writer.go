@@ -7,19 +7,37 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Writer creates an image directory atomically: everything is written into
 // a temporary directory beside the target, which is renamed into place by
 // Commit. Abort removes it.
 type Writer struct {
-	Dir  string // the final directory
-	tmp  string
-	sync bool
-	open []*os.File
+	Dir   string // the final directory
+	tmp   string
+	sync  bool
+	open  []*os.File
+	owner *os.File // the flock'd owner file inside tmp (see RemoveStale)
+	abort <-chan struct{}
 }
+
+// ErrAborted is returned by PagesWriter.Write once the abort channel given
+// to SetAbort is closed.
+var ErrAborted = errors.New("aborted")
+
+// ownerFile is the file inside a temporary image directory that its writer
+// holds an exclusive flock(2) on for as long as it lives. It is removed
+// just before Commit's rename, so a committed image never has it.
+const ownerFile = ".cr-owner"
+
+// tmpInfix separates an image directory's name from the writer's pid in
+// the temporary directory's name: ".NAME.tmp-PID-RANDOM".
+const tmpInfix = ".tmp-"
 
 // Create starts an image that will appear at dir. dir must not exist or be
 // an empty directory. With sync, Commit fsyncs every file and the directory.
@@ -29,11 +47,87 @@ func Create(dir string, sync bool) (*Writer, error) {
 		return nil, err
 	}
 	parent := filepath.Dir(dir)
-	tmp := filepath.Join(parent, "."+filepath.Base(dir)+".tmp-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	tmp := filepath.Join(parent, "."+filepath.Base(dir)+tmpInfix+strconv.Itoa(os.Getpid())+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("create image directory: %w", err)
 	}
-	return &Writer{Dir: dir, tmp: tmp, sync: sync}, nil
+	owner, err := os.OpenFile(filepath.Join(tmp, ownerFile), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		if err = unix.Flock(int(owner.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			owner.Close()
+		}
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("create image directory: lock %s: %w", tmp, err)
+	}
+	return &Writer{Dir: dir, tmp: tmp, sync: sync, owner: owner}, nil
+}
+
+// SetAbort makes every later PagesWriter.Write fail with ErrAborted once ch
+// is closed (a dump interrupted by a signal stops inside its page copy).
+func (w *Writer) SetAbort(ch <-chan struct{}) { w.abort = ch }
+
+// RemoveStale removes the temporary image directories beside dir (in its
+// parent directory) whose writer is gone: a cr killed by SIGKILL leaves
+// one. A writer is gone when the pid in the directory's name
+// (".NAME.tmp-PID-RANDOM") no longer exists, or when nobody holds the flock
+// on the directory's owner file. It returns the directories removed.
+// Directories of other names, and those of live writers, are left alone.
+func RemoveStale(dir string) ([]string, error) {
+	parent := filepath.Dir(filepath.Clean(dir))
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("look for stale temporary images in %s: %w", parent, err)
+	}
+	var removed []string
+	for _, e := range ents {
+		name := e.Name()
+		i := strings.LastIndex(name, tmpInfix)
+		if !e.IsDir() || !strings.HasPrefix(name, ".") || i < 0 {
+			continue
+		}
+		pidStr, _, ok := strings.Cut(name[i+len(tmpInfix):], "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || pid <= 0 {
+			continue // not a name Create makes
+		}
+		path := filepath.Join(parent, name)
+		if !writerGone(path, pid) {
+			continue
+		}
+		if err := os.RemoveAll(path); err != nil {
+			return removed, fmt.Errorf("remove stale temporary image %s: %w", path, err)
+		}
+		removed = append(removed, path)
+	}
+	return removed, nil
+}
+
+// writerGone tells whether the writer of the temporary directory path,
+// whose name says it was made by pid, has gone away.
+func writerGone(path string, pid int) bool {
+	if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+		return true
+	}
+	// The pid lives: it is the writer, or the pid was reused. Only the
+	// owner file's lock tells; a directory without one (its writer is
+	// between mkdir and flock, or between unlink and rename) stays.
+	f, err := os.Open(filepath.Join(path, ownerFile))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return false
+	}
+	// Unlocked: the writer died, unless it is just creating it (a new
+	// file). A file older than a few seconds has lost its writer.
+	st, err := f.Stat()
+	return err == nil && time.Since(st.ModTime()) > 10*time.Second
 }
 
 // CheckTarget tells whether an image could be created at dir: it must not
@@ -143,8 +237,9 @@ func (w *Writer) WriteMeta(c *Checkpoint) error {
 
 // PagesWriter appends runs of pages to pages-PID.img.
 type PagesWriter struct {
-	f   *os.File
-	off int64
+	f     *os.File
+	off   int64
+	abort <-chan struct{}
 }
 
 // Pages creates pages-PID.img and writes its header page.
@@ -162,7 +257,7 @@ func (w *Writer) PagesNamed(name string) (*PagesWriter, error) {
 	if _, err := f.Write(hdr); err != nil {
 		return nil, fmt.Errorf("write %s: %w", name, err)
 	}
-	return &PagesWriter{f: f, off: PageSize}, nil
+	return &PagesWriter{f: f, off: PageSize, abort: w.abort}, nil
 }
 
 // Offset is where the next run will be written.
@@ -172,6 +267,13 @@ func (p *PagesWriter) Offset() int64 { return p.off }
 func (p *PagesWriter) Write(data []byte) error {
 	if len(data)%PageSize != 0 {
 		return fmt.Errorf("pages write of %d bytes is not page-sized", len(data))
+	}
+	if p.abort != nil {
+		select {
+		case <-p.abort:
+			return ErrAborted
+		default:
+		}
 	}
 	n, err := p.f.WriteAt(data, p.off)
 	p.off += int64(n)
@@ -199,9 +301,17 @@ func (w *Writer) Commit() error {
 			return err
 		}
 	}
+	// The owner file goes first (a committed image has none); the lock is
+	// held until the rename is done.
+	if err := os.Remove(filepath.Join(w.tmp, ownerFile)); err != nil {
+		return fmt.Errorf("move image into place: %w", err)
+	}
 	// rename(2) itself, not os.Rename, which refuses to replace the empty
 	// directory that Create accepts as a target.
-	if err := syscall.Rename(w.tmp, w.Dir); err != nil {
+	err := syscall.Rename(w.tmp, w.Dir)
+	w.owner.Close()
+	w.owner = nil
+	if err != nil {
 		return fmt.Errorf("move image into place: %w", err)
 	}
 	if w.sync {
@@ -217,6 +327,10 @@ func (w *Writer) Abort() {
 	}
 	w.open = nil
 	os.RemoveAll(w.tmp)
+	if w.owner != nil {
+		w.owner.Close()
+		w.owner = nil
+	}
 }
 
 func syncDir(dir string) error {

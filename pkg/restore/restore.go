@@ -112,6 +112,10 @@ type treeRestore struct {
 	byPid map[int]*restorer
 	tty   string // cr's terminal, for the tty fds of a shell job
 
+	// checkOnly: validate runs for Check, on a dump's image while the dumped
+	// processes still live; the checks that need them gone are skipped.
+	checkOnly bool
+
 	crEnd int               // cr's end of the fd transport (SCM_RIGHTS)
 	files map[int]int       // file id -> cr's own fd of that open file description
 	pipes map[uint64][2]int // pipe id -> cr's fds of both ends

@@ -147,7 +147,7 @@ func (t *treeRestore) validate() error {
 			continue
 		}
 		if f.Type == image.FileTTY {
-			if t.tty == "" {
+			if t.tty == "" && !t.checkOnly {
 				tty, err := ownTerminal()
 				if err != nil {
 					return fmt.Errorf("fd of file %d was the terminal %s: %w", f.ID, f.Ident.Path, err)
@@ -262,6 +262,9 @@ func checkIdent(id *image.FileIdent, what string) error {
 
 // checkPid makes sure pid is free, waiting a bounded time for a zombie.
 func (t *treeRestore) checkPid(pid int) error {
+	if t.checkOnly {
+		return nil // the dumped process still holds it (see Check)
+	}
 	deadline := time.Now().Add(t.opt.PidWait)
 	for {
 		st, err := procfs.ReadStat(pid)

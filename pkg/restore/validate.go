@@ -119,8 +119,8 @@ func (t *treeRestore) validate() error {
 	// original checkpoint/restart demo), but must exist.
 	for i := range c.Files {
 		f := &c.Files[i]
-		if f.External == "" {
-			continue
+		if f.External == "" || t.checkOnly {
+			continue // (which descriptors replace them is the restore's business)
 		}
 		fd, err := t.externalFd(f)
 		if err != nil {

@@ -359,35 +359,69 @@ func DumpPages(pid int, runs []Run, vmas []image.VMA, w *image.PagesWriter, opt 
 
 // markShared splits runs where pages stop or start being mapped by another
 // process too (pagemap bit 56, "exclusively mapped", is clear).
+//
+// Runs close to each other (at most markGap pages apart) share one read of
+// /proc/PID/pagemap: with many small runs (a page written every 2nd page),
+// one read per run cost more than reading the pages.
 func markShared(pid int, runs []Run) ([]Run, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	const exclusive = 1 << 56
+	const (
+		exclusive = 1 << 56
+		window    = 1 << 16 // pagemap entries a read
+		markGap   = 512     // pages of a gap read rather than skipped
+	)
 	var out []Run
-	buf := make([]byte, 8<<16)
-	for _, r := range runs {
-		first := len(out) // never merge across runs (they may end at a VMA boundary)
-		for done := uint64(0); done < r.Pages; {
-			n := min(r.Pages-done, uint64(len(buf)/8))
-			addr := r.Addr + done*image.PageSize
-			if _, err := f.ReadAt(buf[:n*8], int64(addr/image.PageSize*8)); err != nil {
-				return nil, fmt.Errorf("read pagemap of pid %d: %w", pid, err)
-			}
-			for i := uint64(0); i < n; i++ {
-				e := binary.LittleEndian.Uint64(buf[i*8:])
-				shared := e&exclusive == 0
-				a := addr + i*image.PageSize
-				if l := len(out); l > first && out[l-1].Shared == shared && out[l-1].Addr+out[l-1].Pages*image.PageSize == a {
-					out[l-1].Pages++
-				} else {
-					out = append(out, Run{Addr: a, Pages: 1, Shared: shared})
-				}
-			}
-			done += n
+	buf := make([]byte, 8*window)
+	for i := 0; i < len(runs); {
+		// Group runs i..j-1: close together, within one window.
+		lo := runs[i].Addr
+		hi := lo + runs[i].Pages*image.PageSize
+		j := i + 1
+		for j < len(runs) && runs[j].Addr >= hi && runs[j].Addr-hi <= markGap*image.PageSize &&
+			runs[j].Addr+runs[j].Pages*image.PageSize-lo <= window*image.PageSize {
+			hi = runs[j].Addr + runs[j].Pages*image.PageSize
+			j++
 		}
+		for k := i; k < j; k++ {
+			r := runs[k]
+			first := len(out) // never merge across runs (they may end at a VMA boundary)
+			for done := uint64(0); done < r.Pages; {
+				addr := r.Addr + done*image.PageSize
+				n := min(r.Pages-done, window)
+				var ents []byte
+				if j > i+1 || r.Pages <= window {
+					// The group was read once (below, at its first run).
+					if k == i && done == 0 {
+						if _, err := f.ReadAt(buf[:(hi-lo)/image.PageSize*8], int64(lo/image.PageSize*8)); err != nil {
+							return nil, fmt.Errorf("read pagemap of pid %d: %w", pid, err)
+						}
+					}
+					ents = buf[(addr-lo)/image.PageSize*8:]
+				} else {
+					// A run larger than a window, alone: in windows.
+					if _, err := f.ReadAt(buf[:n*8], int64(addr/image.PageSize*8)); err != nil {
+						return nil, fmt.Errorf("read pagemap of pid %d: %w", pid, err)
+					}
+					ents = buf
+				}
+				for x := uint64(0); x < n; x++ {
+					e := binary.LittleEndian.Uint64(ents[x*8:])
+					shared := e&exclusive == 0
+					a := addr + x*image.PageSize
+					if l := len(out); l > first && out[l-1].Shared == shared && out[l-1].Addr+out[l-1].Pages*image.PageSize == a {
+						out[l-1].Pages++
+					} else {
+						out = append(out, Run{Addr: a, Pages: 1, Shared: shared})
+					}
+				}
+				done += n
+			}
+		}
+		i = j
 	}
 	return out, nil
 }

@@ -92,3 +92,82 @@ func TestScanVectorSizes(t *testing.T) {
 		})
 	}
 }
+
+// TestMarkShared checks markShared over runs of many lengths and gaps, so
+// that both grouped and single reads of pagemap are used. Pages written by
+// the test process are "exclusively mapped"; pages only read (the shared
+// zero page) or never touched are not, and count as shared.
+func TestMarkShared(t *testing.T) {
+	const pages = 3 * 65536 / 2 // more than two pagemap windows
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 2))
+	a, err := unix.Mmap(-1, 0, pages*image.PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(a)
+	if err := unix.Madvise(a, unix.MADV_NOHUGEPAGE); err != nil {
+		t.Fatal(err)
+	}
+	shared := make([]bool, pages)
+	var sink byte
+	for i := 0; i < pages; i++ {
+		switch r.IntN(3) {
+		case 0:
+			a[i*image.PageSize] = 1
+		case 1:
+			sink += a[i*image.PageSize]
+			shared[i] = true
+		default:
+			shared[i] = true
+		}
+	}
+	_ = sink
+	base := uint64(uintptr(unsafe.Pointer(&a[0])))
+	// Runs: mostly short with short gaps, some long ones, some long gaps.
+	var runs []Run
+	for p := 0; p < pages; {
+		n := 1 + r.IntN(20)
+		if r.IntN(20) == 0 {
+			n = 1 + r.IntN(70000)
+		}
+		n = min(n, pages-p)
+		runs = append(runs, Run{Addr: base + uint64(p)*image.PageSize, Pages: uint64(n)})
+		p += n + r.IntN(4)
+		if r.IntN(10) == 0 {
+			p += 500 + r.IntN(1000)
+		}
+	}
+	out, err := markShared(os.Getpid(), runs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := 0 // input run of the output run
+	var covered uint64
+	for i, o := range out {
+		for k < len(runs) && runs[k].Addr+runs[k].Pages*image.PageSize <= o.Addr {
+			k++
+		}
+		in := runs[k]
+		if o.Pages == 0 || o.Addr < in.Addr || o.Addr+o.Pages*image.PageSize > in.Addr+in.Pages*image.PageSize {
+			t.Fatalf("output run %d %+v is not inside input run %+v", i, o, in)
+		}
+		for p := (o.Addr - base) / image.PageSize; p < (o.Addr-base)/image.PageSize+o.Pages; p++ {
+			if shared[p] != o.Shared {
+				t.Fatalf("page %d: shared %v, marked %v", p, shared[p], o.Shared)
+			}
+		}
+		if i > 0 && out[i-1].Shared == o.Shared && out[i-1].Addr+out[i-1].Pages*image.PageSize == o.Addr && o.Addr != in.Addr {
+			t.Fatalf("output runs %d and %d not merged", i-1, i)
+		}
+		covered += o.Pages
+	}
+	var want uint64
+	for _, r := range runs {
+		want += r.Pages
+	}
+	if covered != want {
+		t.Fatalf("output runs cover %d pages, input %d", covered, want)
+	}
+}

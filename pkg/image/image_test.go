@@ -93,9 +93,9 @@ func testCheckpoint() *image.Checkpoint {
 			{Start: 0x7ffffffde000, End: 0x7ffffffff000, Prot: "rw", Flags: []string{image.VMAGrowsDown}, Special: image.SpecialStack, VmFlags: []string{"rd", "wr", "mr", "mw", "me", "gd", "ac"}},
 		},
 		PageMap: []image.PageRun{
-			{Addr: 0x555555559000, Pages: 1}, // private file page that was written
-			{Addr: 0x55555555a000, Pages: 3}, // heap
-			{Addr: 0x7fffffffc000, Pages: 2}, // stack
+			{Addr: 0x555555559000, Pages: 1, Offset: image.PageSize},     // private file page that was written
+			{Addr: 0x55555555a000, Pages: 3, Offset: 2 * image.PageSize}, // heap
+			{Addr: 0x7fffffffc000, Pages: 2, Offset: 5 * image.PageSize}, // stack
 		},
 		Fds: []image.Fd{
 			{Fd: 0, FileID: 1}, {Fd: 1, FileID: 1}, {Fd: 2, FileID: 1},
@@ -409,7 +409,7 @@ func TestCreateAtomic(t *testing.T) {
 		require.True(t, strings.HasPrefix(filepath.Base(w.TempDir()), "."), w.TempDir())
 		pw, err := w.Pages(testPid)
 		require.NoError(t, err)
-		require.NoError(t, pw.Write(make([]byte, 2*image.PageSize)))
+		require.NoError(t, pw.Write(make([]byte, 6*image.PageSize)))
 		require.Error(t, pw.Write(make([]byte, 100)), "partial page")
 		require.NoError(t, w.WriteMeta(testCheckpoint()))
 		_, err = os.Stat(dir)
@@ -827,7 +827,10 @@ func TestStructure(t *testing.T) {
 			c.Processes[0].VMAs[1].Start = c.Processes[0].VMAs[0].Start + image.PageSize
 		}, image.MMFile(testPid)},
 		"vma unaligned": {func(c *image.Checkpoint) { c.Processes[0].VMAs[3].End++ }, image.MMFile(testPid)},
-		"vma empty":     {func(c *image.Checkpoint) { c.Processes[0].VMAs[3].End = c.Processes[0].VMAs[3].Start }, image.MMFile(testPid)},
+		"vma empty": {func(c *image.Checkpoint) {
+			c.Processes[0].VMAs[3].End = c.Processes[0].VMAs[3].Start
+			c.Processes[0].PageMap = c.Processes[0].PageMap[:1] // (the writer refuses a run outside every vma)
+		}, image.MMFile(testPid)},
 		"run outside vmas": {func(c *image.Checkpoint) {
 			c.Processes[0].PageMap[1].Pages = 1000
 		}, image.PageMapFile(testPid)},
@@ -862,7 +865,27 @@ func TestStructure(t *testing.T) {
 			tc.m(c)
 			w, err := image.Create(filepath.Join(t.TempDir(), "meta"), false)
 			require.NoError(t, err)
+			var badRuns []rec
+			if tc.file == image.PageMapFile(testPid) {
+				// The writer refuses what the loader refuses: write the page
+				// map by hand.
+				err := w.WriteMeta(c)
+				require.Error(t, err)
+				require.Contains(t, err.Error(), fmt.Sprintf("page map of pid %d", testPid))
+				for _, r := range c.Processes[0].PageMap {
+					b, err := json.Marshal(r)
+					require.NoError(t, err)
+					badRuns = append(badRuns, rec{image.TagPageRun, b})
+				}
+				c.Processes[0].PageMap = nil
+				w.Abort()
+				w, err = image.Create(filepath.Join(t.TempDir(), "meta"), false)
+				require.NoError(t, err)
+			}
 			require.NoError(t, w.WriteMeta(c))
+			if badRuns != nil {
+				require.NoError(t, os.WriteFile(filepath.Join(w.TempDir(), tc.file), frame(image.KindPageMap, 1, 0, badRuns...), 0o600))
+			}
 			if name == "unknown record in core" {
 				recs := readRecs(t, w.TempDir(), image.CoreFile(testPid), image.KindCore)
 				recs = append(recs, rec{image.TagVMA, []byte(`{}`)})

@@ -77,6 +77,16 @@ func ComponentNames(mask uint64) string {
 	return strings.Join(s, ", ")
 }
 
+// DescribeComponents lists the legacy components and cs with their offset
+// and size, "x87 0+160, sse 160+256, avx 576+256, …".
+func DescribeComponents(cs []Component) string {
+	s := []string{"x87 0+160", "sse 160+256"}
+	for _, c := range cs {
+		s = append(s, fmt.Sprintf("%s %d+%d", ComponentName(c.Bit), c.Offset, c.Size))
+	}
+	return strings.Join(s, ", ")
+}
+
 // CPUIDFunc runs CPUID for a leaf and sub-leaf: the real instruction
 // (CPUID) or a fixed table in tests.
 type CPUIDFunc func(leaf, sub uint32) (eax, ebx, ecx, edx uint32)

@@ -102,12 +102,12 @@ func writeCPU(w io.Writer, c *CPU) {
 	if c.Vendor != "" {
 		fmt.Fprintf(w, "cpu vendor %s\n", c.Vendor)
 	}
-	comps := []string{"x87 0+160", "sse 160+256"}
+	var comps []cpu.Component
 	for _, x := range c.XSaveLayout {
-		comps = append(comps, fmt.Sprintf("%s %d+%d", cpu.ComponentName(x.Bit), x.Offset, x.Size))
+		comps = append(comps, cpu.Component{Bit: x.Bit, Offset: x.Offset, Size: x.Size})
 	}
 	if len(c.XSaveLayout) > 0 {
-		fmt.Fprintf(w, "xsave components (offset+size): %s\n", strings.Join(comps, ", "))
+		fmt.Fprintf(w, "xsave components (offset+size): %s\n", cpu.DescribeComponents(comps))
 	} else {
 		fmt.Fprintf(w, "xsave components: %s\n", cpu.ComponentNames(c.XFeatures))
 	}

@@ -125,6 +125,9 @@ func loadProcess(dir string, pid int, fileIDs map[int]bool) (*Process, error) {
 				return nil, &FormatError{name, r.Offset, fmt.Sprintf("a pending signal of thread %d is %d bytes, not %d", t.Tid, len(si), SiginfoSize)}
 			}
 		}
+		if msg := checkXState(&t); msg != "" {
+			return nil, &FormatError{name, r.Offset, msg}
+		}
 		p.Threads = append(p.Threads, t)
 	}
 

@@ -72,11 +72,8 @@ func TestRestoreRejectsInconsistentImages(t *testing.T) {
 		},
 		"short pending signal":            func(c *image.Checkpoint) { proc(c).Threads[0].Pending = [][]byte{{1}} },
 		"CPU features this machine lacks": func(c *image.Checkpoint) { c.Inventory.CPU.XFeatures |= 1 << 62 },
-		"another XSAVE size": func(c *image.Checkpoint) {
-			c.Inventory.CPU.XSaveSize += 64
-			for i := range proc(c).Threads {
-				proc(c).Threads[i].XSave = append(proc(c).Threads[i].XSave, make([]byte, 64)...)
-			}
+		"XSAVE legacy region cut short": func(c *image.Checkpoint) {
+			proc(c).Threads[0].XState.Legacy = proc(c).Threads[0].XState.Legacy[:500]
 		},
 		"root is its own parent, with pages in its parent": func(c *image.Checkpoint) {
 			proc(c).Task.Ppid = pid

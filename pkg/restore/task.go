@@ -853,8 +853,12 @@ func (r *restorer) finish() error {
 		if err := th.task.SetRegs(&regs); err != nil {
 			return err
 		}
-		if err := th.task.SetXState(img.XSave); err != nil {
-			return fmt.Errorf("set xsave state of thread %d (%d bytes): %w", img.Tid, len(img.XSave), err)
+		xs, err := xsaveArea(r.ck, img)
+		if err != nil {
+			return fmt.Errorf("xsave state of thread %d: %w", img.Tid, err)
+		}
+		if err := th.task.SetXState(xs); err != nil {
+			return fmt.Errorf("set xsave state of thread %d (%d bytes): %w", img.Tid, len(xs), err)
 		}
 		if err := th.task.SetSigmask(img.Sigmask); err != nil {
 			return err

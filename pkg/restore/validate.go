@@ -3,11 +3,11 @@ package restore
 import (
 	"errors"
 	"fmt"
-	"github.com/cr-tools/cr/internal/cpu"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/cr-tools/cr/internal/cpu"
 	"github.com/cr-tools/cr/pkg/image"
 	"github.com/cr-tools/cr/pkg/procfs"
 	"golang.org/x/sys/unix"
@@ -55,13 +55,8 @@ func (t *treeRestore) validate() error {
 	if c.Inventory.CPU.Arch != "x86_64" {
 		return fmt.Errorf("image is for %s, this is x86_64: %w", c.Inventory.CPU.Arch, ErrCPUMismatch)
 	}
-	// Register state the image holds must fit this CPU and kernel exactly.
-	if missing := c.Inventory.CPU.XFeatures &^ cpu.XCR0(); missing != 0 {
-		return fmt.Errorf("the image uses CPU register state (XSAVE features %#x) that this machine does not enable (image %#x, here %#x): %w",
-			missing, c.Inventory.CPU.XFeatures, cpu.XCR0(), ErrCPUMismatch)
-	}
-	if n := cpu.XSaveSize(); c.Inventory.CPU.XSaveSize != n {
-		return fmt.Errorf("the image's XSAVE area is %d bytes, this machine's %d: %w", c.Inventory.CPU.XSaveSize, n, ErrCPUMismatch)
+	if err := checkCPU(c); err != nil {
+		return err
 	}
 	root := c.Processes[0]
 	if root.Task.Pid != c.Inventory.RootPid || root.Task.Zombie {
@@ -175,15 +170,11 @@ func (t *treeRestore) validate() error {
 
 // validateProcess checks one live process of the image.
 func (t *treeRestore) validateProcess(p *image.Process) error {
-	c := t.ck
 	tk := &p.Task
 	if len(p.Threads) == 0 || p.Threads[0].Tid != tk.Pid {
 		return fmt.Errorf("image is inconsistent: the first thread of pid %d is not its main thread", tk.Pid)
 	}
 	for _, th := range p.Threads {
-		if len(th.XSave) != c.Inventory.CPU.XSaveSize {
-			return fmt.Errorf("image is inconsistent: xsave area of %d bytes, inventory says %d", len(th.XSave), c.Inventory.CPU.XSaveSize)
-		}
 		if th.Tid != tk.Pid {
 			if err := t.checkPid(th.Tid); err != nil {
 				return err
@@ -333,4 +324,69 @@ func checkCreds(c *image.Creds) error {
 		return fmt.Errorf("the image's process holds capabilities %#x that cr lacks (it has %#x)", c.CapPrm&^prm, prm)
 	}
 	return nil
+}
+
+// checkCPU refuses an image whose register state or code this machine
+// cannot carry on (docs/DESIGN.md, "CPU compatibility"): a CPUID feature
+// flag of the compared subset that the dumping CPU had and this one lacks,
+// an XSAVE component the image enabled that this machine does not and
+// that may not be dropped, or a thread whose state does not fit this
+// machine's layout. A format 1.0 image (raw XSAVE areas) restores only
+// where the layout is the one it was dumped with.
+func checkCPU(c *image.Checkpoint) error {
+	inv := &c.Inventory.CPU
+	host, err := cpu.HostLayout()
+	if err != nil {
+		return fmt.Errorf("this machine's XSAVE layout: %w", err)
+	}
+	if missing := cpu.MissingFeatures(inv.Leaves(), cpu.HostLeaves()); len(missing) > 0 {
+		return fmt.Errorf("the image was dumped on a CPU with %s, which this CPU lacks (programs pick code paths for them at start-up): %w",
+			strings.Join(missing, ", "), ErrCPUMismatch)
+	}
+	for _, p := range c.Processes {
+		if p.Task.Zombie {
+			continue
+		}
+		var states []*cpu.XState
+		for i := range p.Threads {
+			th := &p.Threads[i]
+			if th.XState == nil {
+				// Format 1.0: the area is in the dumping machine's layout,
+				// which the image does not describe.
+				if inv.XFeatures != host.XCR0 || inv.XSaveSize != host.Size || len(th.XSave) != host.Size {
+					return fmt.Errorf("thread %d of pid %d: the image (format %d.%d) holds its XSAVE area in the layout of the machine that dumped it (features %#x, %d bytes), this machine's is %#x, %d bytes: restore it on that machine: %w",
+						th.Tid, p.Task.Pid, c.Inventory.FormatMajor, c.Inventory.FormatMinor, inv.XFeatures, inv.XSaveSize, host.XCR0, host.Size, ErrCPUMismatch)
+				}
+				s, err := host.Split(th.XSave)
+				if err != nil {
+					return fmt.Errorf("image is inconsistent: thread %d of pid %d: %w", th.Tid, p.Task.Pid, err)
+				}
+				states = append(states, s)
+				continue
+			}
+			s := th.XState.CPU(inv.XFeatures)
+			if _, err := host.Build(s); err != nil {
+				return fmt.Errorf("thread %d of pid %d: %w: %w", th.Tid, p.Task.Pid, err, ErrCPUMismatch)
+			}
+			states = append(states, s)
+		}
+		if m := host.Unmet(inv.XFeatures, p.Task.XCompPerm, states); m != 0 {
+			return fmt.Errorf("pid %d uses CPU register state this machine does not enable: %s (XSAVE features %#x; image %#x, here %#x): %w",
+				p.Task.Pid, cpu.ComponentNames(m), m, inv.XFeatures, host.XCR0, ErrCPUMismatch)
+		}
+	}
+	return nil
+}
+
+// xsaveArea is the XSAVE area of an image thread in this machine's layout,
+// for PTRACE_SETREGSET NT_X86_XSTATE (checkCPU has accepted it).
+func xsaveArea(c *image.Checkpoint, th *image.Thread) ([]byte, error) {
+	if th.XState == nil {
+		return th.XSave, nil // format 1.0, dumped in this very layout
+	}
+	host, err := cpu.HostLayout()
+	if err != nil {
+		return nil, err
+	}
+	return host.Build(th.XState.CPU(c.Inventory.CPU.XFeatures))
 }

@@ -201,7 +201,7 @@ func (t *treeRestore) validateProcess(p *image.Process) error {
 	for _, x := range []*image.FileIdent{&p.FS.Cwd, &p.FS.Root} {
 		if x.Proc != nil {
 			in := map[int]*image.Process{}
-			for _, q := range c.Processes {
+			for _, q := range t.ck.Processes {
 				in[q.Task.Pid] = q
 			}
 			if err := checkProcPath(in, x.Proc); err != nil {

@@ -101,6 +101,7 @@ type treeRestore struct {
 	procs []*restorer // in image order: parents before children
 	byPid map[int]*restorer
 	tty   string // cr's terminal, for the tty fds of a shell job
+	creds *creds // cr's credentials, read once by validate
 
 	crEnd int               // cr's end of the fd transport (SCM_RIGHTS)
 	files map[int]int       // file id -> cr's own fd of that open file description

@@ -150,7 +150,7 @@ func (t *treeRestore) validate() error {
 }
 
 // validateProcess checks one live process of the image.
-func (t *treeRestore) validateProcess(p *image.Process) error {
+func (t *treeRestore) validateProcess(p *image.Process) (err error) {
 	c := t.ck
 	tk := &p.Task
 	if len(p.Threads) == 0 || p.Threads[0].Tid != tk.Pid {
@@ -166,8 +166,13 @@ func (t *treeRestore) validateProcess(p *image.Process) error {
 			}
 		}
 	}
-	if err := checkCreds(&tk.Creds); err != nil {
-		return err
+	if t.creds == nil {
+		if t.creds, err = ownCreds(); err != nil {
+			return err
+		}
+	}
+	if err := checkCreds(&tk.Creds, t.creds); err != nil {
+		return fmt.Errorf("pid %d: %w", tk.Pid, err)
 	}
 	// Files the address space maps must be exactly what was dumped.
 	if err := checkIdent(&p.MM.Exe, "the executable"); err != nil {
@@ -241,40 +246,4 @@ func ownTerminal() (string, error) {
 		return "/dev/tty", nil
 	}
 	return "", errors.New("cr has no terminal to give the restored process; run it from a terminal")
-}
-
-// checkCreds refuses an image whose credentials exceed the caller's: a
-// restore never grants more than the caller has.
-func checkCreds(c *image.Creds) error {
-	euid := os.Geteuid()
-	if euid == 0 {
-		return nil
-	}
-	ruid, _, _ := unix.Getresuid()
-	for _, u := range c.Uid[:3] {
-		if int(u) != euid && int(u) != ruid {
-			return fmt.Errorf("the image's process ran as uid %d, cr runs as uid %d: only root may restore another user's process", c.Uid[1], euid)
-		}
-	}
-	if g, err := unix.Getgroups(); err == nil {
-		have := map[uint32]bool{}
-		for _, x := range g {
-			have[uint32(x)] = true
-		}
-		for _, x := range c.Groups {
-			if !have[x] {
-				return fmt.Errorf("the image's process was in group %d, which cr is not in: only root may restore it", x)
-			}
-		}
-	}
-	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var own [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &own[0]); err != nil {
-		return err
-	}
-	prm := uint64(own[0].Permitted) | uint64(own[1].Permitted)<<32
-	if c.CapPrm&^prm != 0 {
-		return fmt.Errorf("the image's process holds capabilities %#x that cr lacks (it has %#x)", c.CapPrm&^prm, prm)
-	}
-	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/cr-tools/cr/internal/cpu"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,6 +63,9 @@ func (t *treeRestore) validate() error {
 	}
 	if n := cpu.XSaveSize(); c.Inventory.CPU.XSaveSize != n {
 		return fmt.Errorf("the image's XSAVE area is %d bytes, this machine's %d: %w", c.Inventory.CPU.XSaveSize, n, ErrCPUMismatch)
+	}
+	if err := checkPidRange(c); err != nil {
+		return err
 	}
 	root := c.Processes[0]
 	if root.Task.Pid != c.Inventory.RootPid || root.Task.Zombie {
@@ -208,6 +212,38 @@ func checkIdent(id *image.FileIdent, what string) error {
 		return &ChangedFileError{id.Path, fmt.Sprintf("size %d, was %d", st.Size, id.Size)}
 	case st.Mtim.Nano() != id.MtimeNs:
 		return &ChangedFileError{id.Path, "it was modified"}
+	}
+	return nil
+}
+
+// checkPidRange refuses, before anything is created, an image with a pid or
+// tid that this system cannot give: clone3's set_tid accepts 1..pid_max-1
+// (kernel/pid.c alloc_pid: EINVAL from pid_max on), and 0 would let the
+// kernel pick any pid.
+func checkPidRange(c *image.Checkpoint) error {
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		return fmt.Errorf("read pid_max: %w", err)
+	}
+	pidMax, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("read pid_max: %q: %w", b, err)
+	}
+	check := func(id int, what string) error {
+		if id < 1 || id >= pidMax {
+			return fmt.Errorf("%s is outside the pids this system gives (1 to %d: kernel.pid_max is %d)", what, pidMax-1, pidMax)
+		}
+		return nil
+	}
+	for _, p := range c.Processes {
+		if err := check(p.Task.Pid, fmt.Sprintf("the image's pid %d", p.Task.Pid)); err != nil {
+			return err
+		}
+		for _, th := range p.Threads {
+			if err := check(th.Tid, fmt.Sprintf("thread %d of the image's pid %d", th.Tid, p.Task.Pid)); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

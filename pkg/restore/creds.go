@@ -13,8 +13,9 @@ import (
 
 // Capability numbers (linux/capability.h) used below.
 const (
-	capSetgid  = 6
-	capSetpcap = 8
+	capSetgid      = 6
+	capSetpcap     = 8
+	capSysResource = 24
 )
 
 // creds are the credentials of cr, and what the process it starts (the

@@ -178,6 +178,15 @@ func (t *treeRestore) validateProcess(p *image.Process) (err error) {
 	if err := checkCreds(&tk.Creds, t.creds); err != nil {
 		return fmt.Errorf("pid %d: %w", tk.Pid, err)
 	}
+	// The process starts with cr's fd limit; only CAP_SYS_RESOURCE raises
+	// the hard limit.
+	var nofile unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err != nil {
+		return err
+	}
+	if plan := PlanFds(p.Fds); uint64(plan.Slots) > nofile.Max && !t.creds.has(capSysResource) {
+		return fdLimitError(tk.Pid, plan, nofile.Max)
+	}
 	// Files the address space maps must be exactly what was dumped.
 	if err := checkIdent(&p.MM.Exe, "the executable"); err != nil {
 		return err

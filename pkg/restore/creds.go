@@ -28,6 +28,7 @@ type creds struct {
 	own        capSets // cr's capability sets
 	task       capSets // the sets the new process starts with
 	root       bool    // the task gets root's capabilities at exec
+	nnp        bool    // cr runs with no_new_privs, which the task inherits
 }
 
 // capSets holds the five capability sets of a task, bit i for capability i.
@@ -46,6 +47,7 @@ func ownCreds() (*creds, error) {
 		return nil, fmt.Errorf("read cr's own credentials: %w", err)
 	}
 	c := &creds{own: capSets{inh: st.Hex("CapInh"), prm: st.Hex("CapPrm"), eff: st.Hex("CapEff"), bnd: st.Hex("CapBnd"), amb: st.Hex("CapAmb")}}
+	c.nnp = st.Int("NoNewPrivs") == 1
 	c.uid[0], c.uid[1], c.uid[2] = unix.Getresuid()
 	c.gid[0], c.gid[1], c.gid[2] = unix.Getresgid()
 	if g, err := unix.Getgroups(); err == nil {

@@ -26,6 +26,30 @@ func le64(vals ...uint64) []byte {
 	return b
 }
 
+// restoreSigactions sets the disposition of every signal but SIGKILL and
+// SIGSTOP, SIG_DFL ones included: the task does not start with defaults,
+// it inherits every ignored signal of cr (execve(2) resets only handlers),
+// e.g. SIGINT and SIGQUIT ignored by a shell for a background job, or
+// SIGHUP by nohup.
+func (r *restorer) restoreSigactions() error {
+	img := map[int]image.Sigaction{}
+	for _, sa := range r.proc.Task.Sigactions {
+		img[sa.Sig] = sa
+	}
+	for sig := 1; sig <= 64; sig++ {
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		sa := img[sig] // absent: SIG_DFL
+		addr, err := r.stash(le64(sa.Handler, sa.Flags, sa.Restorer, sa.Mask))
+		if err != nil {
+			return err
+		}
+		r.queue(fmt.Sprintf("restore the disposition of signal %d", sig), unix.SYS_RT_SIGACTION, uintptr(sig), addr, 0, 8)
+	}
+	return nil
+}
+
 // restoreThreadSignals sets a thread's alternate stack and queues its
 // pending signals, from the thread itself (the kernel allows a kernel
 // si_code only when a thread queues to itself); handlers are in place and

@@ -762,15 +762,8 @@ func (r *restorer) restoreMM() error {
 func (r *restorer) restoreTask() error {
 	t := &r.proc.Task
 	r.queue("umask", unix.SYS_UMASK, uintptr(t.Umask))
-	for _, sa := range t.Sigactions {
-		if sa.Handler == 0 && sa.Flags == 0 && sa.Mask == 0 {
-			continue // SIG_DFL, as in a new process
-		}
-		addr, err := r.stash(le64(sa.Handler, sa.Flags, sa.Restorer, sa.Mask))
-		if err != nil {
-			return err
-		}
-		r.queue(fmt.Sprintf("restore handler of signal %d", sa.Sig), unix.SYS_RT_SIGACTION, uintptr(sa.Sig), addr, 0, 8)
+	if err := r.restoreSigactions(); err != nil {
+		return err
 	}
 	for _, step := range []func() error{r.restoreMisc, r.restoreTimers, r.restoreSharedSignals} {
 		if err := step(); err != nil {

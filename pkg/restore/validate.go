@@ -178,6 +178,9 @@ func (t *treeRestore) validateProcess(p *image.Process) (err error) {
 	if err := checkCreds(&tk.Creds, t.creds); err != nil {
 		return fmt.Errorf("pid %d: %w", tk.Pid, err)
 	}
+	if t.creds.nnp && !tk.NoNewPrivs {
+		return fmt.Errorf("pid %d: cr runs with no_new_privs, which the process it starts inherits and cannot drop, and the image's process did not have it: run cr without no_new_privs", tk.Pid)
+	}
 	// The process starts with cr's fd limit; only CAP_SYS_RESOURCE raises
 	// the hard limit.
 	var nofile unix.Rlimit

@@ -20,6 +20,10 @@ import (
 func rewrite(t *testing.T, src string, mutate func(c *image.Checkpoint)) string {
 	c, err := image.Load(src)
 	require.NoError(t, err)
+	orig := map[*image.Process]int{} // pages stay with their process if mutate changes its pid
+	for _, p := range c.Processes {
+		orig[p] = p.Task.Pid
+	}
 	mutate(c)
 	dst := filepath.Join(t.TempDir(), "img")
 	w, err := image.Create(dst, false)
@@ -28,7 +32,11 @@ func rewrite(t *testing.T, src string, mutate func(c *image.Checkpoint)) string 
 		if p.Task.Zombie {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(src, image.PagesFile(p.Task.Pid)))
+		from, ok := orig[p]
+		if !ok {
+			from = p.Task.Pid
+		}
+		data, err := os.ReadFile(filepath.Join(src, image.PagesFile(from)))
 		if err != nil {
 			data = make([]byte, image.PageSize)
 		}
@@ -92,10 +100,10 @@ func TestRestoreRejectsInconsistentImages(t *testing.T) {
 		},
 		"a process that is its own parent": func(c *image.Checkpoint) {
 			other := *proc(c)
-			other.Task.Pid, other.Task.Ppid = 999999, 999999
+			other.Task.Pid, other.Task.Ppid = 30001, 30001
 			other.Task.Zombie, other.Threads, other.PageMap = true, nil, nil
 			c.Processes = append(c.Processes, &other)
-			c.Inventory.Pids = append(c.Inventory.Pids, 999999)
+			c.Inventory.Pids = append(c.Inventory.Pids, 30001)
 		},
 	}
 	for name, mutate := range cases {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,6 +57,9 @@ func (t *treeRestore) validate() error {
 		return fmt.Errorf("image is for %s, this is x86_64: %w", c.Inventory.CPU.Arch, ErrCPUMismatch)
 	}
 	if err := checkCPU(c); err != nil {
+		return err
+	}
+	if err := checkPidRange(c); err != nil {
 		return err
 	}
 	root := c.Processes[0]
@@ -169,7 +173,7 @@ func (t *treeRestore) validate() error {
 }
 
 // validateProcess checks one live process of the image.
-func (t *treeRestore) validateProcess(p *image.Process) error {
+func (t *treeRestore) validateProcess(p *image.Process) (err error) {
 	tk := &p.Task
 	if len(p.Threads) == 0 || p.Threads[0].Tid != tk.Pid {
 		return fmt.Errorf("image is inconsistent: the first thread of pid %d is not its main thread", tk.Pid)
@@ -181,8 +185,25 @@ func (t *treeRestore) validateProcess(p *image.Process) error {
 			}
 		}
 	}
-	if err := checkCreds(&tk.Creds); err != nil {
+	if t.creds == nil {
+		if t.creds, err = ownCreds(); err != nil {
+			return err
+		}
+	}
+	if err := checkCreds(&tk.Creds, t.creds); err != nil {
+		return fmt.Errorf("pid %d: %w", tk.Pid, err)
+	}
+	if t.creds.nnp && !tk.NoNewPrivs {
+		return fmt.Errorf("pid %d: cr runs with no_new_privs, which the process it starts inherits and cannot drop, and the image's process did not have it: run cr without no_new_privs", tk.Pid)
+	}
+	// The process starts with cr's fd limit; only CAP_SYS_RESOURCE raises
+	// the hard limit.
+	var nofile unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err != nil {
 		return err
+	}
+	if plan := PlanFds(p.Fds); uint64(plan.Slots) > nofile.Max && !t.creds.has(capSysResource) {
+		return fdLimitError(tk.Pid, plan, nofile.Max)
 	}
 	// Files the address space maps must be exactly what was dumped.
 	if err := checkIdent(&p.MM.Exe, "the executable"); err != nil {
@@ -251,6 +272,38 @@ func checkIdent(id *image.FileIdent, what string) error {
 	return nil
 }
 
+// checkPidRange refuses, before anything is created, an image with a pid or
+// tid that this system cannot give: clone3's set_tid accepts 1..pid_max-1
+// (kernel/pid.c alloc_pid: EINVAL from pid_max on), and 0 would let the
+// kernel pick any pid.
+func checkPidRange(c *image.Checkpoint) error {
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		return fmt.Errorf("read pid_max: %w", err)
+	}
+	pidMax, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("read pid_max: %q: %w", b, err)
+	}
+	check := func(id int, what string) error {
+		if id < 1 || id >= pidMax {
+			return fmt.Errorf("%s is outside the pids this system gives (1 to %d: kernel.pid_max is %d)", what, pidMax-1, pidMax)
+		}
+		return nil
+	}
+	for _, p := range c.Processes {
+		if err := check(p.Task.Pid, fmt.Sprintf("the image's pid %d", p.Task.Pid)); err != nil {
+			return err
+		}
+		for _, th := range p.Threads {
+			if err := check(th.Tid, fmt.Sprintf("thread %d of the image's pid %d", th.Tid, p.Task.Pid)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // checkPid makes sure pid is free, waiting a bounded time for a zombie.
 func (t *treeRestore) checkPid(pid int) error {
 	if t.checkOnly {
@@ -288,42 +341,6 @@ func ownTerminal() (string, error) {
 		return "/dev/tty", nil
 	}
 	return "", errors.New("cr has no terminal to give the restored process; run it from a terminal")
-}
-
-// checkCreds refuses an image whose credentials exceed the caller's: a
-// restore never grants more than the caller has.
-func checkCreds(c *image.Creds) error {
-	euid := os.Geteuid()
-	if euid == 0 {
-		return nil
-	}
-	ruid, _, _ := unix.Getresuid()
-	for _, u := range c.Uid[:3] {
-		if int(u) != euid && int(u) != ruid {
-			return fmt.Errorf("the image's process ran as uid %d, cr runs as uid %d: only root may restore another user's process", c.Uid[1], euid)
-		}
-	}
-	if g, err := unix.Getgroups(); err == nil {
-		have := map[uint32]bool{}
-		for _, x := range g {
-			have[uint32(x)] = true
-		}
-		for _, x := range c.Groups {
-			if !have[x] {
-				return fmt.Errorf("the image's process was in group %d, which cr is not in: only root may restore it", x)
-			}
-		}
-	}
-	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var own [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &own[0]); err != nil {
-		return err
-	}
-	prm := uint64(own[0].Permitted) | uint64(own[1].Permitted)<<32
-	if c.CapPrm&^prm != 0 {
-		return fmt.Errorf("the image's process holds capabilities %#x that cr lacks (it has %#x)", c.CapPrm&^prm, prm)
-	}
-	return nil
 }
 
 // checkCPU refuses an image whose register state or code this machine

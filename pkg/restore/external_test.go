@@ -23,9 +23,19 @@ import (
 // files (nil: /dev/null).
 func startWithFiles(t *testing.T, script string, files ...*os.File) *testutil.Proc {
 	t.Helper()
-	testutil.RequireRoot(t)
 	bash, err := exec.LookPath("bash")
 	require.NoError(t, err)
+	return startProgWithFiles(t, bash, files, "bash", "-c", script)
+}
+
+// startProgWithFiles runs bin with argv as a session leader whose fds are
+// files (nil: /dev/null).
+func startProgWithFiles(t *testing.T, bin string, files []*os.File, argv ...string) *testutil.Proc {
+	t.Helper()
+	testutil.RequireRoot(t)
+	if len(argv) == 0 {
+		argv = []string{filepath.Base(bin)}
+	}
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	require.NoError(t, err)
 	defer null.Close()
@@ -37,7 +47,7 @@ func startWithFiles(t *testing.T, script string, files ...*os.File) *testutil.Pr
 		fds = append(fds, f.Fd())
 	}
 	dir := t.TempDir()
-	pid, err := syscall.ForkExec(bash, []string{"bash", "-c", script}, &syscall.ProcAttr{
+	pid, err := syscall.ForkExec(bin, argv, &syscall.ProcAttr{
 		Dir: dir, Env: []string{"PATH=/usr/bin:/bin"}, Files: fds,
 		Sys: &syscall.SysProcAttr{Setsid: true},
 	})
@@ -81,7 +91,7 @@ func TestExternalPipeInherited(t *testing.T) {
 	r, w, err := os.Pipe()
 	require.NoError(t, err)
 	defer r.Close()
-	p := startWithFiles(t, `i=0; while :; do echo $i >&3; i=$((i+1)); sleep 0.01; done`, nil, nil, nil, w)
+	p := startProgWithFiles(t, testutil.BuildC(t, "fd3writer"), []*os.File{nil, nil, nil, w})
 	w.Close()
 	br := bufio.NewReader(r)
 	seen := readNumbers(t, br, 3)

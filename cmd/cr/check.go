@@ -2,10 +2,10 @@ package main
 
 import (
 	"fmt"
-	"github.com/cr-tools/cr/internal/cpu"
 	"os"
 	"strings"
 
+	"github.com/cr-tools/cr/internal/cpu"
 	"github.com/cr-tools/cr/pkg/memdump"
 	"golang.org/x/sys/unix"
 )
@@ -19,7 +19,7 @@ func cmdCheck(args []string) error {
 	var u unix.Utsname
 	unix.Uname(&u)
 	fmt.Printf("kernel %s\n", strings.TrimRight(string(u.Release[:]), "\x00"))
-	fmt.Printf("cpu xsave features %#x, xsave area %d bytes\n", cpu.XCR0(), cpu.XSaveSize())
+	printCPU()
 	failed := 0
 	report := func(name string, err error) {
 		if err != nil {
@@ -80,4 +80,18 @@ func cmdCheck(args []string) error {
 	}
 	fmt.Println("looks good")
 	return nil
+}
+
+// printCPU shows what an image dumped here records about the CPU, and what
+// a restoring machine must have: the XSAVE components with their offsets
+// and sizes (CPUID leaf 0xd), and the compared feature flags.
+func printCPU() {
+	fmt.Printf("cpu %s, xsave features %#x, xsave area %d bytes\n", cpu.Vendor(cpu.CPUID), cpu.XCR0(), cpu.XSaveSize())
+	l, err := cpu.HostLayout()
+	if err != nil {
+		fmt.Printf("  xsave layout: %v\n", err)
+	} else {
+		fmt.Printf("  xsave components (offset+size): %s\n", cpu.DescribeComponents(l.Components))
+	}
+	fmt.Printf("  cpu features a restoring machine needs: %s\n", strings.Join(cpu.FeatureNames(cpu.HostLeaves()), " "))
 }

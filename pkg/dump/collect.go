@@ -289,6 +289,15 @@ func (d *dumper) injectProcess() error {
 		}
 		qs = append(qs, q)
 	}
+	// The XSAVE features the process may use (AMX must be asked for):
+	// Linux 5.16 and later; without it the permission stays unknown (0).
+	add(unix.SYS_ARCH_PRCTL, 8, "", nil, archGetXcompPerm, d.outAddr(off))
+	qs[len(qs)-1].use = func(r parasite.Result, b []byte) error {
+		if r.Err() == nil {
+			t.XCompPerm = le.Uint64(b)
+		}
+		return nil
+	}
 	add(unix.SYS_PRCTL, 4, "PR_GET_PDEATHSIG", func(b []byte) { t.Pdeathsig = int(int32(le.Uint32(b))) }, unix.PR_GET_PDEATHSIG, d.outAddr(off))
 	add(unix.SYS_PRCTL, 4, "PR_GET_CHILD_SUBREAPER", func(b []byte) { t.ChildSubreaper = le.Uint32(b) != 0 }, unix.PR_GET_CHILD_SUBREAPER, d.outAddr(off))
 	for i := range t.PosixTimers {
@@ -312,8 +321,12 @@ func (d *dumper) collectThread(t *thread) (th image.Thread, err error) {
 	tid := t.task.Pid
 	th.Tid = tid
 	t.regs = in.Saved()
-	if th.XSave, err = t.task.GetXState(); err != nil {
+	xs, err := t.task.GetXState()
+	if err != nil {
 		return th, err
+	}
+	if th.XState, err = splitXState(xs); err != nil {
+		return th, fmt.Errorf("thread %d: %w", tid, err)
 	}
 	norm := *t.regs
 	th.Syscall = normaliseSyscall(&norm)

@@ -1,7 +1,6 @@
 package dump
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"github.com/cr-tools/cr/pkg/fdinfo"
@@ -9,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cr-tools/cr/internal/cpu"
 	"github.com/cr-tools/cr/pkg/image"
 	"github.com/cr-tools/cr/pkg/parasite"
 	"github.com/cr-tools/cr/pkg/procfs"
@@ -199,12 +199,21 @@ func (d *dumper) gone() bool {
 	return killed || strings.HasPrefix(state, "Z") || strings.HasPrefix(state, "X")
 }
 
-// XFeatures returns the feature mask (XCR0) that the kernel stores in the
-// software-reserved bytes of a ptrace XSAVE area, at offset 464 (the same
-// offset gdb reads as I386_LINUX_XSAVE_XCR0_OFFSET).
-func XFeatures(xsave []byte) uint64 {
-	if len(xsave) < 512 {
-		return 0
+// archGetXcompPerm is ARCH_GET_XCOMP_PERM (arch/x86/include/uapi/asm/prctl.h):
+// arch_prctl stores the process's permitted XSAVE features (a u64) at its
+// second argument.
+const archGetXcompPerm = 0x1022
+
+// splitXState takes a thread's ptrace XSAVE area apart per component, in
+// this machine's layout (CPUID leaf 0xd).
+func splitXState(area []byte) (*image.XState, error) {
+	l, err := cpu.HostLayout()
+	if err != nil {
+		return nil, fmt.Errorf("xsave layout of this machine: %w", err)
 	}
-	return binary.LittleEndian.Uint64(xsave[464:])
+	s, err := l.Split(area)
+	if err != nil {
+		return nil, fmt.Errorf("xsave area: %w", err)
+	}
+	return image.XStateFrom(s), nil
 }

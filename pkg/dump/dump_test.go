@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cr-tools/cr/internal/cpu"
 	"github.com/cr-tools/cr/internal/testutil"
 	"github.com/cr-tools/cr/pkg/dump"
 	"github.com/cr-tools/cr/pkg/image"
@@ -57,11 +58,17 @@ func checkInventory(t *testing.T, d *img) {
 	if len(d.proc.Threads) != 1 {
 		t.Fatalf("%d threads in the image", len(d.proc.Threads))
 	}
-	if n := len(d.proc.Threads[0].XSave); inv.CPU.XSaveSize != n || n < 576 {
-		t.Errorf("inventory xsave size %d, thread xsave %d bytes", inv.CPU.XSaveSize, n)
+	if inv.CPU.XSaveSize != cpu.XSaveSize() || inv.CPU.XFeatures != cpu.XCR0() || inv.CPU.Vendor != cpu.Vendor(cpu.CPUID) {
+		t.Errorf("inventory xsave %#x, %d bytes, vendor %q; this machine %#x, %d", inv.CPU.XFeatures, inv.CPU.XSaveSize, inv.CPU.Vendor, cpu.XCR0(), cpu.XSaveSize())
 	}
-	if got := dump.XFeatures(d.proc.Threads[0].XSave); got != inv.CPU.XFeatures {
-		t.Errorf("xfeatures %#x in the xsave area, %#x in the inventory", got, inv.CPU.XFeatures)
+	if got, want := cpu.FeatureNames(inv.CPU.Leaves()), cpu.FeatureNames(cpu.HostLeaves()); strings.Join(got, " ") != strings.Join(want, " ") || len(got) == 0 {
+		t.Errorf("inventory cpu features %v, this machine %v", got, want)
+	}
+	if th := &d.proc.Threads[0]; th.XState == nil || len(th.XSave) != 0 || th.XState.XStateBV&^cpu.XCR0() != 0 {
+		t.Errorf("thread register state: xsave %d bytes, xstate present %v", len(th.XSave), th.XState != nil)
+	}
+	if d.proc.Task.XCompPerm&cpu.XCR0() != cpu.XCR0()&^(1<<cpu.XFeatTileData) {
+		t.Errorf("xcomp perm %#x, xcr0 %#x", d.proc.Task.XCompPerm, cpu.XCR0())
 	}
 	if inv.RootPid != d.p.Pid || len(inv.Pids) != 1 || inv.Pids[0] != d.p.Pid || d.proc.Task.Pid != d.p.Pid {
 		t.Errorf("inventory pids %d %v, task pid %d, want %d", inv.RootPid, inv.Pids, d.proc.Task.Pid, d.p.Pid)
@@ -216,31 +223,39 @@ func TestDumpSpinAVX(t *testing.T) {
 		t.Errorf("spinning thread recorded as in syscall %+v", th.Syscall)
 	}
 
-	// XSAVE standard (non-compacted) format, Intel SDM vol. 1 §13.4-13.5;
-	// the component offsets are CPUID.(EAX=0DH,ECX=i).EBX, architecturally
-	// fixed for the AVX-512 components on every CPU that has them.
-	x := th.XSave
+	// The image holds the XSAVE state per component; the offsets of this
+	// machine's standard-format area come from CPUID leaf 0xd (Intel and
+	// AMD differ: the opmask is at 1088 on one, 832 on the other).
+	xs := th.XState
+	if xs == nil {
+		t.Fatal("no xstate in the image")
+	}
 	le := binary.LittleEndian
-	const (
-		offXMM      = 160  // legacy area: XMM0..15, 16 bytes each
-		offHeader   = 512  // xstate_bv, xcomp_bv
-		offYMMHi    = 576  // component 2: upper 128 bits of YMM0..15
-		offOpmask   = 1088 // component 5: k0..k7
-		offZMMHi256 = 1152 // component 6: upper 256 bits of ZMM0..15
-		offHi16ZMM  = 1664 // component 7: ZMM16..31
-	)
-	if len(x) < offHi16ZMM+16*64 {
-		t.Fatalf("xsave area is %d bytes", len(x))
-	}
-	bv, comp := le.Uint64(x[offHeader:]), le.Uint64(x[offHeader+8:])
-	if comp&(1<<63) != 0 {
-		t.Fatalf("xsave area in compacted format (xcomp_bv %#x)", comp)
-	}
 	for _, bit := range []uint{1, 2, 5, 6, 7} {
-		if bv&(1<<bit) == 0 {
-			t.Errorf("xstate_bv %#x lacks component %d", bv, bit)
+		if xs.XStateBV&(1<<bit) == 0 {
+			t.Errorf("xstate_bv %#x lacks %s", xs.XStateBV, cpu.ComponentName(bit))
 		}
 	}
+	comp := map[uint][]byte{}
+	for _, c := range xs.Components {
+		comp[c.Bit] = c.Data
+	}
+	l, err := cpu.HostLayout()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := l.Build(xs.CPU(d.ck.Inventory.CPU.XFeatures))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bit := range []uint{2, 5, 6, 7} {
+		c := l.Component(bit)
+		if c == nil || len(comp[bit]) != c.Size || string(x[c.Offset:c.Offset+c.Size]) != string(comp[bit]) {
+			t.Fatalf("%s: %d bytes in the image, layout %+v", cpu.ComponentName(bit), len(comp[bit]), c)
+		}
+	}
+	legacy := xs.Legacy
+	const offXMM = 160          // legacy region: xmm0-15, 16 bytes each
 	zmm := func(i int) []byte { // the fixture's pattern for zmm i
 		b := make([]byte, 64)
 		for w := 0; w < 8; w++ {
@@ -252,26 +267,26 @@ func TestDumpSpinAVX(t *testing.T) {
 		want := zmm(i)
 		var got []byte
 		if i < 16 {
-			got = append(got, x[offXMM+16*i:offXMM+16*i+16]...)
-			got = append(got, x[offYMMHi+16*i:offYMMHi+16*i+16]...)
-			got = append(got, x[offZMMHi256+32*i:offZMMHi256+32*i+32]...)
+			got = append(got, legacy[offXMM+16*i:offXMM+16*i+16]...)
+			got = append(got, comp[cpu.XFeatAVX][16*i:16*i+16]...)
+			got = append(got, comp[cpu.XFeatZMMHi256][32*i:32*i+32]...)
 		} else {
-			got = x[offHi16ZMM+64*(i-16) : offHi16ZMM+64*(i-15)]
+			got = comp[cpu.XFeatHi16ZMM][64*(i-16) : 64*(i-15)]
 		}
 		if string(got) != string(want) {
-			t.Errorf("zmm%d in the xsave area = %x, want %x", i, got, want)
+			t.Errorf("zmm%d in the xstate = %x, want %x", i, got, want)
 		}
 	}
 	if le.Uint64(want0(t, d)) != le.Uint64(zmm(0)) {
 		t.Errorf("READY zmm0 %#x does not match the expected pattern", d.p.HexInfo(t, "zmm0"))
 	}
-	if k1 := le.Uint64(x[offOpmask+8:]); k1 != d.p.HexInfo(t, "k1") {
+	if k1 := le.Uint64(comp[cpu.XFeatOpmask][8:]); k1 != d.p.HexInfo(t, "k1") {
 		t.Errorf("k1 = %#x, want %#x", k1, d.p.HexInfo(t, "k1"))
 	}
-	if mx := le.Uint32(x[24:]); uint64(mx) != d.p.HexInfo(t, "mxcsr") {
+	if mx := le.Uint32(legacy[24:]); uint64(mx) != d.p.HexInfo(t, "mxcsr") {
 		t.Errorf("mxcsr = %#x, want %s", mx, d.p.Info["mxcsr"])
 	}
-	if fcw := le.Uint16(x[0:]); uint64(fcw) != d.p.HexInfo(t, "fcw") {
+	if fcw := le.Uint16(legacy[0:]); uint64(fcw) != d.p.HexInfo(t, "fcw") {
 		t.Errorf("fcw = %#x, want %s", fcw, d.p.Info["fcw"])
 	}
 	d.p.Check(t)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cr-tools/cr/internal/cpu"
 	"github.com/cr-tools/cr/pkg/fdinfo"
 	"github.com/cr-tools/cr/pkg/image"
 	"github.com/cr-tools/cr/pkg/memdump"
@@ -496,13 +497,17 @@ func (t *tree) inventory() image.Inventory {
 	var u unix.Utsname
 	unix.Uname(&u)
 	str := func(b []byte) string { return strings.TrimRight(string(b), "\x00") }
-	xs := t.procs[0].proc.Threads[0].XSave
+	l, err := cpu.HostLayout() // collectThread already needed it
+	if err != nil {
+		l = &cpu.Layout{}
+	}
 	return image.Inventory{
 		FormatMajor: image.FormatMajor, FormatMinor: image.FormatMinor,
 		CRVersion: Version, DumpTime: time.Now().UTC().Format(time.RFC3339Nano),
 		Options: image.Options{LeaveRunning: t.opt.LeaveRunning, ShellJob: t.opt.ShellJob},
 		Kernel:  image.Kernel{Sysname: str(u.Sysname[:]), Release: str(u.Release[:]), Version: str(u.Version[:]), Machine: str(u.Machine[:])},
-		CPU:     image.CPU{Arch: "x86_64", XFeatures: XFeatures(xs), XSaveSize: len(xs)},
+		CPU: image.CPU{Arch: "x86_64", XFeatures: l.XCR0, XSaveSize: l.Size, Vendor: cpu.Vendor(cpu.CPUID),
+			XSaveLayout: image.LayoutOf(l), CPUID: image.LeavesOf(cpu.HostLeaves())},
 		RootPid: t.pid, Pids: t.order,
 	}
 }

@@ -27,15 +27,17 @@ func exeIdent() image.FileIdent {
 	return image.FileIdent{Path: "/usr/bin/demo", Dev: 0x10303, Ino: 1311027, Size: 14328, MtimeNs: 1735787045123456789, Mode: 0o100755}
 }
 
-// testXSave returns a plausible 832-byte XSAVE area (x87/SSE/AVX) with XCR0
-// = 7 in the software-reserved bytes at offset 464.
-func testXSave(r *rand.Rand) []byte {
-	x := make([]byte, 832)
-	for i := range x {
-		x[i] = byte(r.UintN(256))
+// testXState returns a plausible per-component XSAVE state: x87, SSE and
+// AVX in use, random register contents.
+func testXState(r *rand.Rand) *image.XState {
+	rnd := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(r.UintN(256))
+		}
+		return b
 	}
-	binary.LittleEndian.PutUint64(x[464:], 7)
-	return x
+	return &image.XState{XStateBV: 7, Legacy: rnd(512), Components: []image.XStateComponent{{Bit: 2, Data: rnd(256)}}}
 }
 
 // testCheckpoint builds a realistic one-process checkpoint: a task, two
@@ -70,9 +72,9 @@ func testCheckpoint() *image.Checkpoint {
 			},
 		},
 		Threads: []image.Thread{
-			{Tid: testPid, Regs: regs(0x7ffff7e9a7e2, 0x7fffffffe0e8), XSave: testXSave(r), Sigmask: 0,
+			{Tid: testPid, Regs: regs(0x7ffff7e9a7e2, 0x7fffffffe0e8), XState: testXState(r), Sigmask: 0,
 				Syscall: &image.InSyscall{Nr: 7, Result: -516, Action: "restart"}},
-			{Tid: testPid + 1, Regs: regs(0x555555556a10, 0x7ffff75ffe70), XSave: testXSave(r), Sigmask: 1 << 1,
+			{Tid: testPid + 1, Regs: regs(0x555555556a10, 0x7ffff75ffe70), XState: testXState(r), Sigmask: 1 << 1,
 				ClearChildTid: 0x7ffff75ff990, Rseq: &image.Rseq{Ptr: 0x7ffff75ffe00, Size: 32, Signature: 0x53053053}},
 		},
 		MM: image.MM{
@@ -93,9 +95,9 @@ func testCheckpoint() *image.Checkpoint {
 			{Start: 0x7ffffffde000, End: 0x7ffffffff000, Prot: "rw", Flags: []string{image.VMAGrowsDown}, Special: image.SpecialStack, VmFlags: []string{"rd", "wr", "mr", "mw", "me", "gd", "ac"}},
 		},
 		PageMap: []image.PageRun{
-			{Addr: 0x555555559000, Pages: 1}, // private file page that was written
-			{Addr: 0x55555555a000, Pages: 3}, // heap
-			{Addr: 0x7fffffffc000, Pages: 2}, // stack
+			{Addr: 0x555555559000, Pages: 1, Offset: image.PageSize},     // private file page that was written
+			{Addr: 0x55555555a000, Pages: 3, Offset: 2 * image.PageSize}, // heap
+			{Addr: 0x7fffffffc000, Pages: 2, Offset: 5 * image.PageSize}, // stack
 		},
 		Fds: []image.Fd{
 			{Fd: 0, FileID: 1}, {Fd: 1, FileID: 1}, {Fd: 2, FileID: 1},
@@ -113,7 +115,9 @@ func testCheckpoint() *image.Checkpoint {
 			CRVersion: "0.1.0-test", DumpTime: "2025-01-02T03:04:05.123456789Z",
 			Options: image.Options{LeaveRunning: true},
 			Kernel:  image.Kernel{Sysname: "Linux", Release: "6.18.0", Version: "#1 SMP PREEMPT_DYNAMIC", Machine: "x86_64"},
-			CPU:     image.CPU{Arch: "x86_64", XFeatures: 7, XSaveSize: 832},
+			CPU: image.CPU{Arch: "x86_64", XFeatures: 7, XSaveSize: 832, Vendor: "GenuineIntel",
+				XSaveLayout: []image.XComponent{{Bit: 2, Offset: 576, Size: 256}},
+				CPUID:       []image.CPUIDLeaf{{Leaf: 1, EAX: 0x806f8, ECX: 0x7ffefbff, EDX: 0xbfebfbff}, {Leaf: 7, EBX: 0xf1bf07ab}}},
 			RootPid: testPid, Pids: []int{testPid},
 		},
 		Processes: []*image.Process{p},
@@ -355,6 +359,8 @@ func TestShow(t *testing.T) {
 	require.Contains(t, s, "[vvar]")
 	require.Contains(t, s, "6 pages saved")
 	require.Contains(t, s, "in syscall 7: restart")
+	require.Contains(t, s, "xsave components (offset+size): x87 0+160, sse 160+256, avx 576+256")
+	require.Regexp(t, `cpu features: .*\bsse2\b.*\bavx2\b`, s)
 
 	var js bytes.Buffer
 	require.NoError(t, image.WriteJSON(&js, c))
@@ -409,7 +415,7 @@ func TestCreateAtomic(t *testing.T) {
 		require.True(t, strings.HasPrefix(filepath.Base(w.TempDir()), "."), w.TempDir())
 		pw, err := w.Pages(testPid)
 		require.NoError(t, err)
-		require.NoError(t, pw.Write(make([]byte, 2*image.PageSize)))
+		require.NoError(t, pw.Write(make([]byte, 6*image.PageSize)))
 		require.Error(t, pw.Write(make([]byte, 100)), "partial page")
 		require.NoError(t, w.WriteMeta(testCheckpoint()))
 		_, err = os.Stat(dir)
@@ -682,7 +688,7 @@ func TestVersion(t *testing.T) {
 		require.ErrorAs(t, err, &ve)
 		require.Equal(t, 2, ve.Major)
 		require.Equal(t, file, ve.File)
-		require.Contains(t, err.Error(), "version 2.0")
+		require.Contains(t, err.Error(), fmt.Sprintf("version 2.%d", image.FormatMinor))
 		require.Contains(t, err.Error(), "reads version 1.x")
 	}
 
@@ -827,7 +833,10 @@ func TestStructure(t *testing.T) {
 			c.Processes[0].VMAs[1].Start = c.Processes[0].VMAs[0].Start + image.PageSize
 		}, image.MMFile(testPid)},
 		"vma unaligned": {func(c *image.Checkpoint) { c.Processes[0].VMAs[3].End++ }, image.MMFile(testPid)},
-		"vma empty":     {func(c *image.Checkpoint) { c.Processes[0].VMAs[3].End = c.Processes[0].VMAs[3].Start }, image.MMFile(testPid)},
+		"vma empty": {func(c *image.Checkpoint) {
+			c.Processes[0].VMAs[3].End = c.Processes[0].VMAs[3].Start
+			c.Processes[0].PageMap = c.Processes[0].PageMap[:1] // (the writer refuses a run outside every vma)
+		}, image.MMFile(testPid)},
 		"run outside vmas": {func(c *image.Checkpoint) {
 			c.Processes[0].PageMap[1].Pages = 1000
 		}, image.PageMapFile(testPid)},
@@ -862,7 +871,27 @@ func TestStructure(t *testing.T) {
 			tc.m(c)
 			w, err := image.Create(filepath.Join(t.TempDir(), "meta"), false)
 			require.NoError(t, err)
+			var badRuns []rec
+			if tc.file == image.PageMapFile(testPid) {
+				// The writer refuses what the loader refuses: write the page
+				// map by hand.
+				err := w.WriteMeta(c)
+				require.Error(t, err)
+				require.Contains(t, err.Error(), fmt.Sprintf("page map of pid %d", testPid))
+				for _, r := range c.Processes[0].PageMap {
+					b, err := json.Marshal(r)
+					require.NoError(t, err)
+					badRuns = append(badRuns, rec{image.TagPageRun, b})
+				}
+				c.Processes[0].PageMap = nil
+				w.Abort()
+				w, err = image.Create(filepath.Join(t.TempDir(), "meta"), false)
+				require.NoError(t, err)
+			}
 			require.NoError(t, w.WriteMeta(c))
+			if badRuns != nil {
+				require.NoError(t, os.WriteFile(filepath.Join(w.TempDir(), tc.file), frame(image.KindPageMap, 1, 0, badRuns...), 0o600))
+			}
 			if name == "unknown record in core" {
 				recs := readRecs(t, w.TempDir(), image.CoreFile(testPid), image.KindCore)
 				recs = append(recs, rec{image.TagVMA, []byte(`{}`)})
@@ -946,7 +975,7 @@ func TestSpecExample(t *testing.T) {
 	require.NoError(t, w.WriteMeta(&image.Checkpoint{
 		Inventory: image.Inventory{FormatMajor: 1, Pids: []int{1234}, RootPid: 1234},
 		Processes: []*image.Process{{
-			Task: image.Task{Pid: 1234}, Threads: []image.Thread{{Tid: 1234}},
+			Task: image.Task{Pid: 1234}, Threads: []image.Thread{{Tid: 1234, XState: &image.XState{Legacy: make([]byte, 512)}}},
 			VMAs:    []image.VMA{{Start: 0x7ffffffde000, End: 0x7ffffffff000, Prot: "rw"}},
 			PageMap: []image.PageRun{{Addr: 0x7fffffffe000, Pages: 1, Offset: image.PageSize, CRC: image.CRC(page)}},
 		}},
@@ -956,7 +985,7 @@ func TestSpecExample(t *testing.T) {
 	require.NoError(t, err)
 
 	hexdump := `
-43 52 49 4d 41 47 45 0a  04 00 01 00 78 8f cd 50
+43 52 49 4d 41 47 45 0a  04 00 01 01 7b 0c a6 a2
 06 00 00 00 44 00 00 00  7b 22 61 64 64 72 22 3a
 31 34 30 37 33 37 34 38  38 33 34 37 31 33 36 2c
 22 70 61 67 65 73 22 3a  31 2c 22 6f 66 66 73 65

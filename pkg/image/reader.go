@@ -125,6 +125,9 @@ func loadProcess(dir string, pid int, fileIDs map[int]bool) (*Process, error) {
 				return nil, &FormatError{name, r.Offset, fmt.Sprintf("a pending signal of thread %d is %d bytes, not %d", t.Tid, len(si), SiginfoSize)}
 			}
 		}
+		if msg := checkXState(&t); msg != "" {
+			return nil, &FormatError{name, r.Offset, msg}
+		}
 		p.Threads = append(p.Threads, t)
 	}
 
@@ -167,34 +170,16 @@ func loadProcess(dir string, pid int, fileIDs map[int]bool) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	next := uint64(PageSize)
-	var prevRunEnd uint64
 	for _, r := range recs {
 		var pr PageRun
 		if err := expect(name, r, TagPageRun, &pr); err != nil {
 			return nil, err
 		}
-		// Runs are in ascending address order, do not overlap and do not
-		// wrap around the address space (which also keeps next from wrapping).
-		if pr.InParent {
-			if pr.Pages == 0 || pr.Addr%PageSize != 0 || pr.Pages > (1<<52)/PageSize || pr.Addr < prevRunEnd ||
-				!insideVMA(p.VMAs, pr.Addr, pr.Addr+pr.Pages*PageSize) {
-				return nil, &FormatError{name, r.Offset, fmt.Sprintf("bad page run at %#x", pr.Addr)}
-			}
-			prevRunEnd = pr.Addr + pr.Pages*PageSize
-			p.PageMap = append(p.PageMap, pr)
-			continue
-		}
-		if pr.Pages == 0 || pr.Addr%PageSize != 0 || pr.Offset != next || pr.Pages > (1<<52)/PageSize ||
-			pr.Addr < prevRunEnd || pr.Addr+pr.Pages*PageSize <= pr.Addr {
-			return nil, &FormatError{name, r.Offset, fmt.Sprintf("bad page run at %#x", pr.Addr)}
-		}
-		prevRunEnd = pr.Addr + pr.Pages*PageSize
-		if !insideVMA(p.VMAs, pr.Addr, pr.Addr+pr.Pages*PageSize) {
-			return nil, &FormatError{name, r.Offset, fmt.Sprintf("page run %#x+%d pages lies outside every vma", pr.Addr, pr.Pages)}
-		}
-		next += pr.Pages * PageSize
 		p.PageMap = append(p.PageMap, pr)
+	}
+	bad, msg, next := checkPageMap(p.VMAs, p.PageMap)
+	if bad >= 0 {
+		return nil, &FormatError{name, recs[bad].Offset, msg}
 	}
 	if uint64(pagesSize) != next {
 		return nil, &FormatError{PagesFile(pid), pagesSize, fmt.Sprintf("pages file has %d bytes, the page map describes %d", pagesSize, next)}

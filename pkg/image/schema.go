@@ -4,7 +4,7 @@ package image
 // minor version only adds optional fields.
 const (
 	FormatMajor = 1
-	FormatMinor = 0
+	FormatMinor = 1
 )
 
 // PageSize is the size of a page in pages files.
@@ -80,11 +80,61 @@ type Kernel struct {
 	Machine string `json:"machine"`
 }
 
-// CPU describes the register state format the image uses.
+// CPU describes the dumping machine's register state format and the
+// feature flags its code may rely on.
 type CPU struct {
 	Arch      string `json:"arch"`       // "x86_64"
 	XFeatures uint64 `json:"xfeatures"`  // XCR0 as reported by the kernel in the XSAVE area
-	XSaveSize int    `json:"xsave_size"` // bytes of the XSAVE area
+	XSaveSize int    `json:"xsave_size"` // bytes of the dumping machine's XSAVE area
+	// Vendor is CPUID leaf 0's vendor string (format 1.1).
+	Vendor string `json:"vendor,omitempty"`
+	// XSaveLayout is where the dumping machine kept each extended XSAVE
+	// component, for information (format 1.1).
+	XSaveLayout []XComponent `json:"xsave_layout,omitempty"`
+	// CPUID holds the dumping CPU's feature leaves (format 1.1): restore
+	// refuses a CPU that lacks a flag of the compared subset
+	// (internal/cpu.FeatureLeaves, docs/DESIGN.md).
+	CPUID []CPUIDLeaf `json:"cpuid,omitempty"`
+}
+
+// XComponent is one extended XSAVE state component of a machine's
+// standard-format area: CPUID.(EAX=0DH,ECX=bit) EBX (offset) and EAX
+// (size), in bytes.
+type XComponent struct {
+	Bit    uint `json:"bit"`
+	Offset int  `json:"offset"`
+	Size   int  `json:"size"`
+}
+
+// CPUIDLeaf is the result of CPUID for one leaf and sub-leaf.
+type CPUIDLeaf struct {
+	Leaf    uint32 `json:"leaf"`
+	Subleaf uint32 `json:"subleaf"`
+	EAX     uint32 `json:"eax"`
+	EBX     uint32 `json:"ebx"`
+	ECX     uint32 `json:"ecx"`
+	EDX     uint32 `json:"edx"`
+}
+
+// XState is a thread's XSAVE state per component, independent of the
+// machine's layout (format 1.1; internal/cpu.XState). Legacy is the
+// 512-byte FXSAVE region (x87, MXCSR, xmm0-15; bytes 464-511 are the
+// dumping kernel's software bytes and mean nothing to restore). XStateBV
+// is the header's XSTATE_BV: bit i set means component i is not in its
+// initial state. Components holds the bytes of every extended component
+// (bit 2 and up) whose XSTATE_BV bit is set, in ascending bit order; the
+// others are in their initial state.
+type XState struct {
+	XStateBV   uint64            `json:"xstate_bv"`
+	Legacy     []byte            `json:"legacy"`
+	Components []XStateComponent `json:"components,omitempty"`
+}
+
+// XStateComponent is the bytes of one extended XSAVE component, as the
+// standard format holds them (CPUID.(EAX=0DH,ECX=Bit).EAX bytes).
+type XStateComponent struct {
+	Bit  uint   `json:"bit"`
+	Data []byte `json:"data"`
 }
 
 // Task is the process-wide state of one process (core-PID.img, TagTask).
@@ -121,6 +171,9 @@ type Task struct {
 	// ExitStatus is its wait status. A zombie has no other state.
 	Zombie     bool `json:"zombie,omitempty"`
 	ExitStatus int  `json:"exit_status,omitempty"`
+	// XCompPerm is the process's permitted XSAVE features, arch_prctl
+	// ARCH_GET_XCOMP_PERM (0: unknown): whether it asked for AMX.
+	XCompPerm uint64 `json:"xcomp_perm,omitempty"`
 }
 
 // Itimer is one armed interval timer (ITIMER_REAL = 0, VIRTUAL = 1, PROF = 2).
@@ -195,11 +248,15 @@ type Sigaction struct {
 
 // Thread is one thread's CPU and signal state (core-PID.img, TagThread).
 type Thread struct {
-	Tid     int    `json:"tid"`
-	Name    string `json:"name"` // comm of the thread
-	Regs    Regs   `json:"regs"`
-	XSave   []byte `json:"xsave"` // the full XSAVE area, as PTRACE_GETREGSET NT_X86_XSTATE gives it
-	Sigmask uint64 `json:"sigmask"`
+	Tid  int    `json:"tid"`
+	Name string `json:"name"` // comm of the thread
+	Regs Regs   `json:"regs"`
+	// XSave is the full XSAVE area, as PTRACE_GETREGSET NT_X86_XSTATE
+	// gives it, in the dumping machine's layout: format 1.0 only.
+	XSave []byte `json:"xsave,omitempty"`
+	// XState is the XSAVE state per component (format 1.1 and later).
+	XState  *XState `json:"xstate,omitempty"`
+	Sigmask uint64  `json:"sigmask"`
 	// Syscall says the thread was stopped inside a syscall; Regs already hold
 	// the values that restart it (or make it return EINTR) on resume.
 	Syscall *InSyscall `json:"syscall,omitempty"`

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/cr-tools/cr/internal/cpu"
 )
 
 // WriteJSON renders the whole checkpoint as indented JSON.
@@ -20,6 +22,7 @@ func WriteSummary(w io.Writer, c *Checkpoint) {
 	fmt.Fprintf(w, "image format %d.%d, written by cr %s at %s\n", inv.FormatMajor, inv.FormatMinor, inv.CRVersion, inv.DumpTime)
 	fmt.Fprintf(w, "kernel %s %s (%s), cpu %s xfeatures %#x xsave %d bytes\n",
 		inv.Kernel.Sysname, inv.Kernel.Release, inv.Kernel.Machine, inv.CPU.Arch, inv.CPU.XFeatures, inv.CPU.XSaveSize)
+	writeCPU(w, &inv.CPU)
 	files := map[int]*File{}
 	for i := range c.Files {
 		files[c.Files[i].ID] = &c.Files[i]
@@ -93,6 +96,26 @@ func WriteSummary(w io.Writer, c *Checkpoint) {
 			}
 			fmt.Fprintf(w, "    %3d %-3s %s flags %#o pos %d (file %d)%s\n", fd.Fd, f.Type, f.Ident.Path, f.Flags, f.Pos, f.ID, ce)
 		}
+	}
+}
+
+// writeCPU names the dumping machine's XSAVE components and feature flags
+// (images of format 1.1 and later; older ones only have the mask).
+func writeCPU(w io.Writer, c *CPU) {
+	if c.Vendor != "" {
+		fmt.Fprintf(w, "cpu vendor %s\n", c.Vendor)
+	}
+	var comps []cpu.Component
+	for _, x := range c.XSaveLayout {
+		comps = append(comps, cpu.Component{Bit: x.Bit, Offset: x.Offset, Size: x.Size})
+	}
+	if len(c.XSaveLayout) > 0 {
+		fmt.Fprintf(w, "xsave components (offset+size): %s\n", cpu.DescribeComponents(comps))
+	} else {
+		fmt.Fprintf(w, "xsave components: %s\n", cpu.ComponentNames(c.XFeatures))
+	}
+	if len(c.CPUID) > 0 {
+		fmt.Fprintf(w, "cpu features: %s\n", strings.Join(cpu.FeatureNames(c.Leaves()), " "))
 	}
 }
 

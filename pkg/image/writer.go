@@ -24,6 +24,9 @@ type Writer struct {
 	open  []*os.File
 	owner *os.File // the flock'd owner file inside tmp (see RemoveStale)
 	abort <-chan struct{}
+	// pages: the pages files written so far, by name, so that WriteMeta can
+	// check a page map against the bytes written for it.
+	pages map[string]*PagesWriter
 }
 
 // ErrAborted is returned by PagesWriter.Write once the abort channel given
@@ -216,6 +219,13 @@ func (w *Writer) WriteMeta(c *Checkpoint) error {
 		}); err != nil {
 			return err
 		}
+		// Refuse what Load would refuse: an image cr cannot read back is a
+		// cr bug, and must not cost the process.
+		if bad, msg, size := checkPageMap(p.VMAs, p.PageMap); bad >= 0 {
+			return fmt.Errorf("page map of pid %d (run %d of %d): %s", pid, bad, len(p.PageMap), msg)
+		} else if pw := w.pages[PagesFile(pid)]; pw != nil && uint64(pw.off) != size {
+			return fmt.Errorf("page map of pid %d describes %d bytes of %s, %d were written", pid, size, PagesFile(pid), pw.off)
+		}
 		if err := w.writeFile(PageMapFile(pid), KindPageMap, func(e *encoder) {
 			for i := range p.PageMap {
 				e.put(TagPageRun, &p.PageMap[i])
@@ -257,7 +267,12 @@ func (w *Writer) PagesNamed(name string) (*PagesWriter, error) {
 	if _, err := f.Write(hdr); err != nil {
 		return nil, fmt.Errorf("write %s: %w", name, err)
 	}
-	return &PagesWriter{f: f, off: PageSize, abort: w.abort}, nil
+	pw := &PagesWriter{f: f, off: PageSize, abort: w.abort}
+	if w.pages == nil {
+		w.pages = map[string]*PagesWriter{}
+	}
+	w.pages[name] = pw
+	return pw, nil
 }
 
 // Offset is where the next run will be written.

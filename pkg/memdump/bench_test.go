@@ -120,3 +120,63 @@ func BenchmarkPageCacheWrite(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkSparseLayout scans and dumps a 1 GiB private anonymous
+// MAP_NORESERVE mapping written every STEP pages (the large sizes of
+// TestEveryNthPage and TestPageLayoutProperty): "scan" is ScanVMAs alone,
+// "dump" is ScanVMAs plus DumpPages; bytes/s count the saved pages.
+func BenchmarkSparseLayout(b *testing.B) {
+	testutil.RequireRoot(b)
+	for _, step := range []int{2, 97, 1000} {
+		layout := filepath.Join(b.TempDir(), "layout")
+		if err := os.WriteFile(layout, []byte(fmt.Sprintf("map %d rw 0 0\ns 0 %d\n", 1<<30/image.PageSize, step)), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		p := testutil.Start(b, testutil.BuildC(b, "pagelayout"), layout)
+		maps, err := memdump.ReadSmaps(p.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		vmas, err := memdump.VMAs(p.Pid, maps)
+		if err != nil {
+			b.Fatal(err)
+		}
+		runs, err := memdump.ScanVMAs(p.Pid, vmas)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("step=%d/scan", step), func(b *testing.B) {
+			b.ReportMetric(float64(len(runs)), "runs")
+			for i := 0; i < b.N; i++ {
+				if _, err := memdump.ScanVMAs(p.Pid, vmas); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("step=%d/dump", step), func(b *testing.B) {
+			b.SetBytes(runBytes(runs))
+			parent := b.TempDir()
+			for i := 0; i < b.N; i++ {
+				w, err := image.Create(filepath.Join(parent, "img"), false)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pw, err := w.Pages(p.Pid)
+				if err != nil {
+					b.Fatal(err)
+				}
+				runs, err := memdump.ScanVMAs(p.Pid, vmas)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := memdump.DumpPages(p.Pid, runs, vmas, pw, memdump.DumpOptions{}); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				w.Abort()
+				b.StartTimer()
+			}
+		})
+		p.Kill()
+	}
+}

@@ -127,6 +127,17 @@ func Identify(procPath, path string) (image.FileIdent, error) {
 	}, nil
 }
 
+// isSysVShm reports a SysV shared memory segment's name in maps:
+// "/SYSV" and the key as 8 hex digits, always " (deleted)".
+func isSysVShm(path string) bool {
+	hex, ok := strings.CutPrefix(path, "/SYSV")
+	if !ok || len(hex) != 8+len(" (deleted)") || !strings.HasSuffix(hex, " (deleted)") {
+		return false
+	}
+	_, err := strconv.ParseUint(hex[:8], 16, 32)
+	return err == nil
+}
+
 // VMAs turns the mappings of pid into image VMAs, refusing what cannot be
 // saved yet with an *UnsupportedError that names the VMA.
 func VMAs(pid int, maps []Mapping) ([]image.VMA, error) {
@@ -160,6 +171,16 @@ func VMAs(pid int, maps []Mapping) ([]image.VMA, error) {
 			v.Special = image.SpecialStack
 		case strings.HasPrefix(m.Path, "["):
 			return nil, &UnsupportedError{fmt.Sprintf("%s %s", where, m.Path)}
+		case m.Shared() && isSysVShm(m.Path):
+			// ipc/shm.c (newseg) names a segment's file "SYSV%08x" (its
+			// key) on the internal shm mount and sets the inode number to
+			// the shmid (which can be 0).
+			key, _ := strconv.ParseUint(m.Path[len("/SYSV"):len("/SYSV")+8], 16, 32)
+			return nil, &UnsupportedError{fmt.Sprintf("%s is an attached SysV shared memory segment (key %#x, shmid %d): SysV IPC", where, key, m.Inode)}
+		case m.Shared() && m.Path == "/secretmem (deleted)":
+			// mm/secretmem.c: the pages are removed from the kernel's
+			// direct map, and no other process can read them.
+			return nil, &UnsupportedError{fmt.Sprintf("%s is secret memory (memfd_secret(2)), which only the process itself can read", where)}
 		case m.Inode == 0 && m.Shared():
 			return nil, &UnsupportedError{fmt.Sprintf("%s is shared anonymous memory", where)}
 		case m.Inode == 0 && m.Path != "":
@@ -171,7 +192,7 @@ func VMAs(pid int, maps []Mapping) ([]image.VMA, error) {
 			if strings.HasSuffix(m.Path, " (deleted)") {
 				return nil, &UnsupportedError{fmt.Sprintf("%s maps the deleted file %s", where, strings.TrimSuffix(m.Path, " (deleted)"))}
 			}
-			if m.Shared() && (strings.HasPrefix(m.Path, "/SYSV") || strings.HasPrefix(m.Path, "/dev/zero") || strings.HasPrefix(m.Path, "/memfd:")) {
+			if m.Shared() && (strings.HasPrefix(m.Path, "/dev/zero") || strings.HasPrefix(m.Path, "/memfd:")) {
 				return nil, &UnsupportedError{fmt.Sprintf("%s is shared memory (%s)", where, m.Path)}
 			}
 			id, err := Identify(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End), m.Path)

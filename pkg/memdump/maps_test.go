@@ -158,6 +158,11 @@ func TestVMAs(t *testing.T) {
 		{"7f0000000000-7f0000001000 r-xp 00000000 00:00 0 [uprobes]\n", "[uprobes]"},
 		{"7f0000000000-7f0000001000 rw-p 00000000 00:00 0 anon_inode:[io_uring]\n", "anon_inode"},
 		{"7f0000000000-7f0000001000 rw-p 00000000 00:00 0 \nVmFlags: rd wr io pf\n", "device mapping"},
+		{"7f0000000000-7f0000010000 rw-s 00000000 00:01 32769                      /SYSV6372abcd (deleted)\n",
+			"is an attached SysV shared memory segment (key 0x6372abcd, shmid 32769): SysV IPC: not supported yet"},
+		{"7f0000000000-7f0000010000 r--s 00000000 00:01 0                          /SYSV00000000 (deleted)\n",
+			"SysV shared memory segment (key 0x0, shmid 0)"},
+		{"7f0000000000-7f0000001000 rw-s 00000000 00:07 12                         /secretmem (deleted)\n", "secret memory (memfd_secret(2))"},
 	} {
 		ms, err := memdump.ParseSmaps([]byte(c.line))
 		if err != nil {

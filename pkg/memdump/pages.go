@@ -64,7 +64,25 @@ func NewScanner(pid int) (*Scanner, error) {
 func (s *Scanner) Close() error { return s.f.Close() }
 
 // Scan appends to runs the pages of [start, end) that are present or
-// swapped, anonymous (not file pages) and not the zero page.
+// swapped, anonymous (not file pages) and not the zero page. Runs come out
+// in ascending address order, never overlapping, and a region adjacent to
+// the last run of runs extends it (callers split at VMA boundaries).
+//
+// PAGEMAP_SCAN (fs/proc/task_mmu.c, do_pagemap_scan) fills the caller's
+// vector through a kernel bounce buffer of at most 512 regions, one page
+// walk per bounce buffer. walk_end is set only when a walk stops early, and
+// is not reset when a later walk of the same call completes: a call that
+// needs two or more walks and then reaches the end of the range reports
+// the stop of an earlier walk as walk_end, before regions it has already
+// returned. Starting the next call there would report those regions again
+// (with 256 MiB and every 2nd page written, the last 512 runs came twice,
+// and the loader rejected the overlapping page map). So:
+//   - a call that returns fewer regions than the vector holds has walked to
+//     the end of the range: the scan is complete whatever walk_end says;
+//   - otherwise the next call starts at walk_end or at the end of the last
+//     region returned, whichever is higher;
+//   - a region that starts below the end of the previous run is clipped
+//     (never seen since the two rules above, kept as a guard).
 func (s *Scanner) Scan(start, end uint64, runs []Run) ([]Run, error) {
 	for start < end {
 		arg := pmScanArg{
@@ -79,18 +97,41 @@ func (s *Scanner) Scan(start, end uint64, runs []Run) ([]Run, error) {
 		if e != 0 {
 			return runs, fmt.Errorf("PAGEMAP_SCAN %#x-%#x: %w", start, end, e)
 		}
-		for _, r := range s.vec[:n] {
-			pages := (r.End - r.Start) / image.PageSize
-			if l := len(runs); l > 0 && runs[l-1].Addr+runs[l-1].Pages*image.PageSize == r.Start {
-				runs[l-1].Pages += pages
-			} else {
-				runs = append(runs, Run{Addr: r.Start, Pages: pages})
-			}
+		if n > uintptr(len(s.vec)) {
+			return runs, fmt.Errorf("PAGEMAP_SCAN %#x-%#x returned %d regions for a vector of %d", start, end, n, len(s.vec))
 		}
-		if arg.WalkEnd <= start {
+		next := arg.WalkEnd
+		for _, r := range s.vec[:n] {
+			if r.Start%image.PageSize != 0 || r.End%image.PageSize != 0 || r.Start >= r.End || r.Start < start || r.End > end {
+				return runs, fmt.Errorf("PAGEMAP_SCAN %#x-%#x returned the region %#x-%#x", start, end, r.Start, r.End)
+			}
+			next = max(next, r.End)
+			if l := len(runs); l > 0 {
+				prev := runs[l-1]
+				last := prev.Addr + prev.Pages*image.PageSize
+				if r.Start < last {
+					if r.Start < prev.Addr {
+						return runs, fmt.Errorf("PAGEMAP_SCAN %#x-%#x returned the region %#x-%#x below the run %#x-%#x", start, end, r.Start, r.End, prev.Addr, last)
+					}
+					if r.End <= last {
+						continue // reported already
+					}
+					r.Start = last
+				}
+				if r.Start == last {
+					runs[l-1].Pages += (r.End - r.Start) / image.PageSize
+					continue
+				}
+			}
+			runs = append(runs, Run{Addr: r.Start, Pages: (r.End - r.Start) / image.PageSize})
+		}
+		if n < uintptr(len(s.vec)) {
+			break // the walk reached end
+		}
+		if next <= start {
 			return runs, fmt.Errorf("PAGEMAP_SCAN %#x-%#x made no progress", start, end)
 		}
-		start = arg.WalkEnd
+		start = next
 	}
 	return runs, nil
 }
@@ -318,35 +359,69 @@ func DumpPages(pid int, runs []Run, vmas []image.VMA, w *image.PagesWriter, opt 
 
 // markShared splits runs where pages stop or start being mapped by another
 // process too (pagemap bit 56, "exclusively mapped", is clear).
+//
+// Runs close to each other (at most markGap pages apart) share one read of
+// /proc/PID/pagemap: with many small runs (a page written every 2nd page),
+// one read per run cost more than reading the pages.
 func markShared(pid int, runs []Run) ([]Run, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	const exclusive = 1 << 56
+	const (
+		exclusive = 1 << 56
+		window    = 1 << 16 // pagemap entries a read
+		markGap   = 512     // pages of a gap read rather than skipped
+	)
 	var out []Run
-	buf := make([]byte, 8<<16)
-	for _, r := range runs {
-		first := len(out) // never merge across runs (they may end at a VMA boundary)
-		for done := uint64(0); done < r.Pages; {
-			n := min(r.Pages-done, uint64(len(buf)/8))
-			addr := r.Addr + done*image.PageSize
-			if _, err := f.ReadAt(buf[:n*8], int64(addr/image.PageSize*8)); err != nil {
-				return nil, fmt.Errorf("read pagemap of pid %d: %w", pid, err)
-			}
-			for i := uint64(0); i < n; i++ {
-				e := binary.LittleEndian.Uint64(buf[i*8:])
-				shared := e&exclusive == 0
-				a := addr + i*image.PageSize
-				if l := len(out); l > first && out[l-1].Shared == shared && out[l-1].Addr+out[l-1].Pages*image.PageSize == a {
-					out[l-1].Pages++
-				} else {
-					out = append(out, Run{Addr: a, Pages: 1, Shared: shared})
-				}
-			}
-			done += n
+	buf := make([]byte, 8*window)
+	for i := 0; i < len(runs); {
+		// Group runs i..j-1: close together, within one window.
+		lo := runs[i].Addr
+		hi := lo + runs[i].Pages*image.PageSize
+		j := i + 1
+		for j < len(runs) && runs[j].Addr >= hi && runs[j].Addr-hi <= markGap*image.PageSize &&
+			runs[j].Addr+runs[j].Pages*image.PageSize-lo <= window*image.PageSize {
+			hi = runs[j].Addr + runs[j].Pages*image.PageSize
+			j++
 		}
+		for k := i; k < j; k++ {
+			r := runs[k]
+			first := len(out) // never merge across runs (they may end at a VMA boundary)
+			for done := uint64(0); done < r.Pages; {
+				addr := r.Addr + done*image.PageSize
+				n := min(r.Pages-done, window)
+				var ents []byte
+				if j > i+1 || r.Pages <= window {
+					// The group was read once (below, at its first run).
+					if k == i && done == 0 {
+						if _, err := f.ReadAt(buf[:(hi-lo)/image.PageSize*8], int64(lo/image.PageSize*8)); err != nil {
+							return nil, fmt.Errorf("read pagemap of pid %d: %w", pid, err)
+						}
+					}
+					ents = buf[(addr-lo)/image.PageSize*8:]
+				} else {
+					// A run larger than a window, alone: in windows.
+					if _, err := f.ReadAt(buf[:n*8], int64(addr/image.PageSize*8)); err != nil {
+						return nil, fmt.Errorf("read pagemap of pid %d: %w", pid, err)
+					}
+					ents = buf
+				}
+				for x := uint64(0); x < n; x++ {
+					e := binary.LittleEndian.Uint64(ents[x*8:])
+					shared := e&exclusive == 0
+					a := addr + x*image.PageSize
+					if l := len(out); l > first && out[l-1].Shared == shared && out[l-1].Addr+out[l-1].Pages*image.PageSize == a {
+						out[l-1].Pages++
+					} else {
+						out = append(out, Run{Addr: a, Pages: 1, Shared: shared})
+					}
+				}
+				done += n
+			}
+		}
+		i = j
 	}
 	return out, nil
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Stat holds the fields of /proc/PID/stat that cr uses.
@@ -33,18 +35,28 @@ type Stat struct {
 	ExitCode   int // field 52: the wait status of a zombie
 }
 
-// ErrNoProcess says the process does not exist.
+// ErrNoProcess says the process does not exist (any more): its /proc
+// directory is gone, or it was reaped between the open and the read of one
+// of its files.
 var ErrNoProcess = errors.New("no such process")
+
+// gone reports whether err from opening, reading or listing a file under
+// /proc/PID means that the process has exited and been reaped: ENOENT when
+// the directory is gone before the open, ESRCH when the task was released
+// after the open (fs/proc/base.c: get_proc_task fails in the read).
+func gone(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT)
+}
 
 func read(pid int, name string) ([]byte, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))
-	if errors.Is(err, os.ErrNotExist) {
+	if err != nil && gone(err) {
 		return nil, fmt.Errorf("process %d: %w", pid, ErrNoProcess)
 	}
 	return b, err
 }
 
-// ReadStat parses /proc/PID/stat.
+// ReadStat parses /proc/PID/stat; ErrNoProcess if the process is gone.
 func ReadStat(pid int) (*Stat, error) {
 	b, err := read(pid, "stat")
 	if err != nil {
@@ -91,7 +103,7 @@ type Status struct {
 	Fields map[string]string
 }
 
-// ReadStatus parses /proc/PID/status.
+// ReadStatus parses /proc/PID/status; ErrNoProcess if the process is gone.
 func ReadStatus(pid int) (*Status, error) {
 	b, err := read(pid, "status")
 	if err != nil {
@@ -133,7 +145,8 @@ func (s *Status) Int(key string) int64 {
 	return v
 }
 
-// ReadAuxv returns /proc/PID/auxv as 64-bit words.
+// ReadAuxv returns /proc/PID/auxv as 64-bit words; ErrNoProcess if the
+// process is gone.
 func ReadAuxv(pid int) ([]uint64, error) {
 	b, err := read(pid, "auxv")
 	if err != nil {
@@ -146,11 +159,11 @@ func ReadAuxv(pid int) ([]uint64, error) {
 	return out, nil
 }
 
-// Tids lists the threads of a process.
+// Tids lists the threads of a process; ErrNoProcess if it is gone.
 func Tids(pid int) ([]int, error) {
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+		if gone(err) {
 			return nil, fmt.Errorf("process %d: %w", pid, ErrNoProcess)
 		}
 		return nil, err
@@ -164,7 +177,8 @@ func Tids(pid int) ([]int, error) {
 	return out, nil
 }
 
-// Children lists the children of every thread of pid.
+// Children lists the children of every thread of pid. A thread that exits
+// meanwhile is skipped; ErrNoProcess if the whole process is gone.
 func Children(pid int) ([]int, error) {
 	tids, err := Tids(pid)
 	if err != nil {

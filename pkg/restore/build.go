@@ -52,7 +52,7 @@ func (r *restorer) prepare() error {
 // loads its registers.
 func (r *restorer) build() error {
 	t0 := time.Now()
-	for _, step := range []func() error{r.setRlimits, r.restoreFiles, r.restoreMM, r.createThreads, r.restoreTask} {
+	for _, step := range []func() error{r.setRlimits, r.restoreMM, r.restoreFiles, r.setFdLimit, r.createThreads, r.restoreTask} {
 		if err := step(); err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"testing"
 	"time"
 
@@ -19,6 +20,10 @@ import (
 func rewrite(t *testing.T, src string, mutate func(c *image.Checkpoint)) string {
 	c, err := image.Load(src)
 	require.NoError(t, err)
+	orig := map[*image.Process]int{} // pages stay with their process if mutate changes its pid
+	for _, p := range c.Processes {
+		orig[p] = p.Task.Pid
+	}
 	mutate(c)
 	dst := filepath.Join(t.TempDir(), "img")
 	w, err := image.Create(dst, false)
@@ -27,7 +32,11 @@ func rewrite(t *testing.T, src string, mutate func(c *image.Checkpoint)) string 
 		if p.Task.Zombie {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(src, image.PagesFile(p.Task.Pid)))
+		from, ok := orig[p]
+		if !ok {
+			from = p.Task.Pid
+		}
+		data, err := os.ReadFile(filepath.Join(src, image.PagesFile(from)))
 		if err != nil {
 			data = make([]byte, image.PageSize)
 		}
@@ -71,22 +80,30 @@ func TestRestoreRejectsInconsistentImages(t *testing.T) {
 		},
 		"short pending signal":            func(c *image.Checkpoint) { proc(c).Threads[0].Pending = [][]byte{{1}} },
 		"CPU features this machine lacks": func(c *image.Checkpoint) { c.Inventory.CPU.XFeatures |= 1 << 62 },
-		"another XSAVE size": func(c *image.Checkpoint) {
-			c.Inventory.CPU.XSaveSize += 64
-			for i := range proc(c).Threads {
-				proc(c).Threads[i].XSave = append(proc(c).Threads[i].XSave, make([]byte, 64)...)
-			}
+		"XSAVE legacy region cut short": func(c *image.Checkpoint) {
+			proc(c).Threads[0].XState.Legacy = proc(c).Threads[0].XState.Legacy[:500]
 		},
 		"root is its own parent, with pages in its parent": func(c *image.Checkpoint) {
 			proc(c).Task.Ppid = pid
-			proc(c).PageMap[0].InParent = true
+			// An in_parent run in a VMA without saved pages (the stored runs
+			// stay as they are: the writer refuses a page map that does not
+			// match the pages file).
+			pm := proc(c).PageMap
+			for _, v := range proc(c).VMAs {
+				i := sort.Search(len(pm), func(i int) bool { return pm[i].Addr >= v.Start })
+				if i == len(pm) || pm[i].Addr >= v.End {
+					pm = append(pm[:i], append([]image.PageRun{{Addr: v.Start, Pages: 1, InParent: true}}, pm[i:]...)...)
+					break
+				}
+			}
+			proc(c).PageMap = pm
 		},
 		"a process that is its own parent": func(c *image.Checkpoint) {
 			other := *proc(c)
-			other.Task.Pid, other.Task.Ppid = 999999, 999999
+			other.Task.Pid, other.Task.Ppid = 30001, 30001
 			other.Task.Zombie, other.Threads, other.PageMap = true, nil, nil
 			c.Processes = append(c.Processes, &other)
-			c.Inventory.Pids = append(c.Inventory.Pids, 999999)
+			c.Inventory.Pids = append(c.Inventory.Pids, 30001)
 		},
 	}
 	for name, mutate := range cases {

@@ -111,6 +111,7 @@ type treeRestore struct {
 	procs []*restorer // in image order: parents before children
 	byPid map[int]*restorer
 	tty   string // cr's terminal, for the tty fds of a shell job
+	creds *creds // cr's credentials, read once by validate
 
 	// checkOnly: validate runs for Check, on a dump's image while the dumped
 	// processes still live; the checks that need them gone are skipped.

@@ -192,7 +192,7 @@ func TestRoundTripFixtures(t *testing.T) {
 // grouping of descriptions (kcmp order, parallel /proc reads) keeps exactly
 // the sharing there was.
 func TestRoundTripManyFds(t *testing.T) {
-	bin := testutil.BuildC(t, "manyfds")
+	bin := testutil.BuildC(t, "onefile")
 	for _, mode := range []string{"distinct", "shared"} {
 		t.Run(mode, func(t *testing.T) {
 			q, _ := roundTrip(t, bin, "600", mode)

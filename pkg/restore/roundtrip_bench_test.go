@@ -141,7 +141,7 @@ func BenchmarkRoundTripTree(b *testing.B) {
 // description (open(2) N times), "shared" makes them dups of one.
 func BenchmarkRoundTripFds(b *testing.B) {
 	testutil.RequireRoot(b)
-	bin := testutil.BuildC(b, "manyfds")
+	bin := testutil.BuildC(b, "onefile")
 	for _, n := range []int{1000, 10000} {
 		for _, mode := range []string{"distinct", "shared"} {
 			b.Run(strconv.Itoa(n)+"-"+mode, func(b *testing.B) {

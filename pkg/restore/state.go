@@ -12,6 +12,7 @@ import (
 const (
 	prTimerCreateRestoreIDs = 77 // PR_TIMER_CREATE_RESTORE_IDS (Linux 6.14)
 	secbitKeepCaps          = 1 << 4
+	secbitNoroot            = 1 << 0
 	capLastCap              = 40
 	sysSetRobustList        = unix.SYS_SET_ROBUST_LIST
 	seccompSetModeFilter    = 1
@@ -23,6 +24,30 @@ func le64(vals ...uint64) []byte {
 		b = binary.LittleEndian.AppendUint64(b, v)
 	}
 	return b
+}
+
+// restoreSigactions sets the disposition of every signal but SIGKILL and
+// SIGSTOP, SIG_DFL ones included: the task does not start with defaults,
+// it inherits every ignored signal of cr (execve(2) resets only handlers),
+// e.g. SIGINT and SIGQUIT ignored by a shell for a background job, or
+// SIGHUP by nohup.
+func (r *restorer) restoreSigactions() error {
+	img := map[int]image.Sigaction{}
+	for _, sa := range r.proc.Task.Sigactions {
+		img[sa.Sig] = sa
+	}
+	for sig := 1; sig <= 64; sig++ {
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		sa := img[sig] // absent: SIG_DFL
+		addr, err := r.stash(le64(sa.Handler, sa.Flags, sa.Restorer, sa.Mask))
+		if err != nil {
+			return err
+		}
+		r.queue(fmt.Sprintf("restore the disposition of signal %d", sig), unix.SYS_RT_SIGACTION, uintptr(sig), addr, 0, 8)
+	}
+	return nil
 }
 
 // restoreThreadSignals sets a thread's alternate stack and queues its
@@ -179,87 +204,6 @@ func (r *restorer) restoreSeccomp() error {
 			return err
 		}
 		r.queue(fmt.Sprintf("install seccomp filter %d", i), unix.SYS_SECCOMP, seccompSetModeFilter, uintptr(f.Flags), prog)
-	}
-	return nil
-}
-
-// restoreCreds drops to the image's credentials: bounding set, securebits
-// (keeping capabilities across the uid change), groups, gids, uids,
-// capabilities, ambient set.
-func (r *restorer) restoreCreds() error {
-	c := &r.proc.Task.Creds
-	ruid, euid, suid := unix.Getresuid()
-	rgid, egid, sgid := unix.Getresgid()
-	groups, _ := unix.Getgroups()
-	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var own [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &own[0]); err != nil {
-		return err
-	}
-	ownEff := uint64(own[0].Effective) | uint64(own[1].Effective)<<32
-	ownPrm := uint64(own[0].Permitted) | uint64(own[1].Permitted)<<32
-	same := c.Uid[0] == uint32(ruid) && c.Uid[1] == uint32(euid) && c.Uid[2] == uint32(suid) &&
-		c.Gid[0] == uint32(rgid) && c.Gid[1] == uint32(egid) && c.Gid[2] == uint32(sgid) && len(groups) == len(c.Groups) &&
-		c.CapEff == ownEff && c.CapPrm == ownPrm && c.CapAmb == 0 && c.Securebits == 0
-	for i := 0; same && i < len(groups); i++ {
-		same = uint32(groups[i]) == c.Groups[i]
-	}
-	if same {
-		return r.restoreBounding(c)
-	}
-	if c.CapPrm&^ownPrm != 0 || c.CapBnd&^ownPrm != 0 && euid != 0 {
-		return fmt.Errorf("the image holds capabilities %#x that cr does not have (%#x): restore it as root", c.CapPrm, ownPrm)
-	}
-	if euid != 0 && (c.Uid[1] != uint32(euid) || c.Uid[0] != uint32(ruid)) {
-		return fmt.Errorf("the image's credentials (uid %d, gid %d) differ from cr's, and only root may restore another user's process", c.Uid[1], c.Gid[1])
-	}
-	if err := r.restoreBounding(c); err != nil {
-		return err
-	}
-	r.queue(fmt.Sprintf("securebits %#x", c.Securebits), unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, uintptr(c.Securebits|secbitKeepCaps))
-	b := make([]byte, 0, 4*len(c.Groups)+4)
-	for _, g := range c.Groups {
-		b = binary.LittleEndian.AppendUint32(b, g)
-	}
-	addr, err := r.stash(append(b, 0, 0, 0, 0))
-	if err != nil {
-		return err
-	}
-	r.queue("setgroups", unix.SYS_SETGROUPS, uintptr(len(c.Groups)), addr)
-	r.queue("setresgid", unix.SYS_SETRESGID, uintptr(c.Gid[0]), uintptr(c.Gid[1]), uintptr(c.Gid[2]))
-	r.queue("setfsgid", unix.SYS_SETFSGID, uintptr(c.Gid[3]))
-	r.queue("setresuid", unix.SYS_SETRESUID, uintptr(c.Uid[0]), uintptr(c.Uid[1]), uintptr(c.Uid[2]))
-	r.queue("setfsuid", unix.SYS_SETFSUID, uintptr(c.Uid[3]))
-	// struct __user_cap_header_struct, then two __user_cap_data_struct.
-	capb := make([]byte, 0, 32)
-	capb = binary.LittleEndian.AppendUint32(capb, unix.LINUX_CAPABILITY_VERSION_3)
-	capb = binary.LittleEndian.AppendUint32(capb, 0)
-	for _, half := range []int{0, 32} {
-		for _, v := range []uint64{c.CapEff, c.CapPrm, c.CapInh} {
-			capb = binary.LittleEndian.AppendUint32(capb, uint32(v>>half))
-		}
-	}
-	addr, err = r.stash(capb)
-	if err != nil {
-		return err
-	}
-	r.queue("capset", unix.SYS_CAPSET, addr, addr+8)
-	for cp := 0; cp <= capLastCap; cp++ {
-		if c.CapAmb&(1<<cp) != 0 {
-			r.queue(fmt.Sprintf("raise ambient capability %d", cp), unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uintptr(cp), 0, 0)
-		}
-	}
-	if c.Securebits&secbitKeepCaps == 0 {
-		r.queue("clear keep-caps", unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0)
-	}
-	return nil
-}
-
-func (r *restorer) restoreBounding(c *image.Creds) error {
-	for cp := 0; cp <= capLastCap; cp++ {
-		if c.CapBnd&(1<<cp) == 0 {
-			r.queue(fmt.Sprintf("drop capability %d from the bounding set", cp), unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(cp))
-		}
 	}
 	return nil
 }

@@ -5,148 +5,291 @@ import (
 	"errors"
 	"fmt"
 	"github.com/cr-tools/cr/pkg/fdinfo"
+	"slices"
 	"unsafe"
 
 	"github.com/cr-tools/cr/pkg/image"
 	"golang.org/x/sys/unix"
 )
 
-// setRlimits sets every resource limit from cr (prlimit on the task). A hard
+// setRlimits sets every resource limit but RLIMIT_NOFILE from cr (prlimit
+// on the task); setFdLimit sets that one once every fd is in place. A hard
 // limit above ours cannot be raised without CAP_SYS_RESOURCE: then the soft
 // limit is kept within our hard limit, and -v says so.
 func (r *restorer) setRlimits() error {
-	pid := r.task.Pid
 	for _, l := range r.proc.Task.Rlimits {
-		want := unix.Rlimit{Cur: l.Cur, Max: l.Max}
-		err := unix.Prlimit(pid, l.Resource, &want, nil)
-		if errors.Is(err, unix.EPERM) {
-			var cur unix.Rlimit
-			if err = unix.Prlimit(pid, l.Resource, nil, &cur); err == nil {
-				want.Max = cur.Max
-				want.Cur = min(want.Cur, cur.Max)
-				r.logf("note: cannot raise the hard %s limit to %d without CAP_SYS_RESOURCE; kept %d", l.Name, l.Max, cur.Max)
-				err = unix.Prlimit(pid, l.Resource, &want, nil)
-			}
+		if l.Resource == unix.RLIMIT_NOFILE {
+			continue
 		}
-		if err != nil {
-			return fmt.Errorf("set %s limit: %w", l.Name, err)
+		if err := r.setRlimit(l); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// restoreFiles closes the stub's fds and rebuilds the fd table: every open
-// file description is created once (files reopened with their flags and
-// offset, pipes with their contents, eventfds, epoll instances) at a
-// temporary high fd, then dup3'ed to each of its fd numbers, so that fds
-// that shared a description share one again; epoll interest lists are
-// filled last, when every watched fd is in place.
-func (r *restorer) restoreFiles() error {
-	maxFd := 0
-	for _, e := range r.proc.Fds {
-		maxFd = max(maxFd, e.Fd)
-	}
-	used := map[int]bool{}
-	var files []*image.File // the descriptions of this process, in image order
-	for _, e := range r.proc.Fds {
-		used[e.FileID] = true
-	}
-	for i := range r.ck.Files {
-		if used[r.ck.Files[i].ID] {
-			files = append(files, &r.ck.Files[i])
+// setFdLimit sets the image's RLIMIT_NOFILE. Lowering a limit below fds
+// that are open is allowed: they stay.
+func (r *restorer) setFdLimit() error {
+	for _, l := range r.proc.Task.Rlimits {
+		if l.Resource == unix.RLIMIT_NOFILE {
+			return r.setRlimit(l)
 		}
 	}
-	// Received fds land low; temporaries live above both them and every fd
-	// of the image. Lift the soft fd limit meanwhile (the image's own limit
-	// was set already).
-	base := maxFd + 1
-	temps := max(base, len(files)) + 2
+	return nil
+}
+
+func (r *restorer) setRlimit(l image.Rlimit) error {
+	pid := r.task.Pid
+	want := unix.Rlimit{Cur: l.Cur, Max: l.Max}
+	err := unix.Prlimit(pid, l.Resource, &want, nil)
+	if errors.Is(err, unix.EPERM) {
+		var cur unix.Rlimit
+		if err = unix.Prlimit(pid, l.Resource, nil, &cur); err == nil {
+			want.Max = cur.Max
+			want.Cur = min(want.Cur, cur.Max)
+			r.logf("note: cannot raise the hard %s limit to %d without CAP_SYS_RESOURCE; kept %d", l.Name, l.Max, cur.Max)
+			err = unix.Prlimit(pid, l.Resource, &want, nil)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("set %s limit: %w", l.Name, err)
+	}
+	return nil
+}
+
+// FdPlan is how restore numbers a process's fds: where the fd transport
+// (the unix socket that brings each open file into the process) sits while
+// the fds are installed, and how many fd slots that needs.
+type FdPlan struct {
+	// Transport is the fd the transport sits at: the lowest fd number
+	// the image leaves free below its highest fd; else the highest fd
+	// whose open file another fd shares (installed last, by a dup3 that
+	// replaces the transport); else one above the highest fd.
+	Transport int
+	// Last is that shared fd, or -1.
+	Last int
+	// Slots is the number of fd slots the task needs meanwhile (its
+	// RLIMIT_NOFILE must be at least this): the highest fd + 1, or + 2
+	// when the transport must sit above it.
+	Slots int
+}
+
+// PlanFds plans the fd numbering for the fds of one process (any order).
+// Every fd is installed at its own number in increasing order: a file
+// received (SCM_RIGHTS puts it at the lowest free fd) lands at its number
+// or, when the image leaves a lower fd free, there and is dup3'ed up; a
+// file already installed is dup3'ed. So a full table (fds 0..limit-1) needs
+// one slot more than the limit only when no two fds share an open file.
+func PlanFds(fds []image.Fd) FdPlan {
+	maxFd := -1
+	target := map[int]bool{}
+	users := map[int]int{}
+	for _, e := range fds {
+		maxFd = max(maxFd, e.Fd)
+		target[e.Fd] = true
+		users[e.FileID]++
+	}
+	p := FdPlan{Transport: -1, Last: -1}
+	for i := 0; i <= maxFd; i++ {
+		if !target[i] {
+			p.Transport = i
+			break
+		}
+	}
+	if p.Transport < 0 {
+		for _, e := range fds {
+			if users[e.FileID] > 1 && e.Fd > p.Last {
+				p.Last = e.Fd
+			}
+		}
+		p.Transport = p.Last
+	}
+	if p.Transport < 0 {
+		p.Transport = maxFd + 1
+	}
+	p.Slots = max(maxFd, p.Transport) + 1
+	return p
+}
+
+// fdLimitError says a process's fd table cannot be rebuilt within the fd
+// limit cr can give it.
+func fdLimitError(pid int, plan FdPlan, hard uint64) error {
+	maxFd := plan.Slots - 1
+	if plan.Transport == plan.Slots-1 && plan.Last < 0 {
+		maxFd-- // the transport sits above the table
+		if uint64(plan.Slots) == hard+1 {
+			return fmt.Errorf("pid %d: fds 0 to %d are all open and no two share an open file: restoring them needs one fd slot more (%d) than the hard fd limit %d cr can give the process; raise cr's hard fd limit (ulimit -Hn)", pid, maxFd, plan.Slots, hard)
+		}
+	}
+	return fmt.Errorf("pid %d: fd %d is at or above the hard fd limit %d cr can give the process; raise cr's hard fd limit (ulimit -Hn) to at least %d", pid, maxFd, hard, plan.Slots)
+}
+
+// restoreFiles closes the stub's fds and rebuilds the fd table with the
+// numbering of PlanFds: every open file description is created once (files
+// reopened with their flags and offset, pipes with their contents,
+// eventfds, epoll instances), received at its lowest fd, and dup3'ed to
+// its other fd numbers, so that fds that shared a description share one
+// again; epoll interest lists are filled last, when every watched fd is in
+// place. The task's soft fd limit is lifted to its hard limit meanwhile;
+// setFdLimit sets the image's limit afterwards.
+func (r *restorer) restoreFiles() error {
+	fds := slices.Clone(r.proc.Fds)
+	slices.SortFunc(fds, func(a, b image.Fd) int { return a.Fd - b.Fd })
+	plan := PlanFds(fds)
+	byID := map[int]*image.File{}
+	for i := range r.ck.Files {
+		byID[r.ck.Files[i].ID] = &r.ck.Files[i]
+	}
 	pid := r.task.Pid
 	var nofile unix.Rlimit
 	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &nofile); err != nil {
-		return err
+		return fmt.Errorf("read the fd limit: %w", err)
 	}
-	if need := uint64(temps + len(files) + 8); nofile.Cur < need {
-		if nofile.Max < need {
-			return fmt.Errorf("fd %d is above the fd limit (%d) cr can give the process", maxFd, nofile.Max)
-		}
-		lifted := unix.Rlimit{Cur: nofile.Max, Max: nofile.Max}
+	if need := uint64(plan.Slots); nofile.Cur < need {
+		lifted := unix.Rlimit{Cur: max(need, nofile.Max), Max: max(need, nofile.Max)}
 		if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lifted, nil); err != nil {
+			if nofile.Max < need {
+				return fdLimitError(r.proc.Task.Pid, plan, nofile.Max)
+			}
+			return fmt.Errorf("lift the fd limit to %d: %w", lifted.Cur, err)
+		}
+	}
+	// The transport goes to its slot; everything else the stub left is closed.
+	if tr := plan.Transport; tr != r.transport {
+		r.queue("move the fd transport", unix.SYS_DUP3, uintptr(r.transport), uintptr(tr), unix.O_CLOEXEC)
+	}
+	if plan.Transport > 0 {
+		r.queue("close stub fds", unix.SYS_CLOSE_RANGE, 0, uintptr(plan.Transport-1), 0)
+	}
+	r.queue("close stub fds", unix.SYS_CLOSE_RANGE, uintptr(plan.Transport+1), ^uintptr(0)>>32, 0)
+	r.transport = plan.Transport
+	// The lowest fd the image leaves free (other than the transport's):
+	// where a received file lands when its own number is not the lowest
+	// free one.
+	hole := plan.Slots
+	{
+		target := map[int]bool{plan.Transport: true}
+		for _, e := range fds {
+			target[e.Fd] = true
+		}
+		for i := 0; i < plan.Slots; i++ {
+			if !target[i] {
+				hole = i
+				break
+			}
+		}
+	}
+	type arrival struct {
+		fd     int // where it must land
+		ctl    uintptr
+		result uintptr // of epoll_create1
+		made   bool
+	}
+	var batch []*arrival
+	check := func() error {
+		if err := r.flush(); err != nil {
 			return err
 		}
-		defer unix.Prlimit(pid, unix.RLIMIT_NOFILE, &nofile, nil)
-	}
-	// Keep the fd transport above the image's fds, close everything else
-	// the stub left.
-	var tr uintptr
-	r.queueResult("move the fd transport", &tr, unix.SYS_FCNTL, uintptr(r.transport), unix.F_DUPFD_CLOEXEC, uintptr(base))
-	r.queue("close stub fds", unix.SYS_CLOSE_RANGE, 0, uintptr(base-1), 0)
-	if err := r.flush(); err != nil {
-		return err
-	}
-	r.transport = int(tr)
-
-	// Every description arrives (or, for an epoll instance made here, is
-	// made) at the lowest free fd, in order, in batches of receives.
-	low := make([]int, len(files))
-	const perBatch = 64
-	for start := 0; start < len(files); start += perBatch {
-		chunk := files[start:min(start+perBatch, len(files))]
-		ctls := make([]uintptr, len(chunk))
-		results := make([]uintptr, len(chunk))
-		for i, f := range chunk {
-			if f.Type == image.FileEpoll && r.t.files[f.ID] == 0 {
-				r.queueResult("epoll_create1", &results[i], unix.SYS_EPOLL_CREATE1, unix.EPOLL_CLOEXEC)
-				continue
+		for _, a := range batch {
+			got := int(a.result)
+			if !a.made {
+				var err error
+				if got, err = r.readRights(a.ctl); err != nil {
+					return fmt.Errorf("fd %d: %w", a.fd, err)
+				}
 			}
+			if got != a.fd {
+				return fmt.Errorf("fd %d: the file arrived at fd %d instead", a.fd, got)
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
+	at := map[int]int{} // file id -> fd where it is installed
+	const perBatch = 64
+	for _, e := range fds {
+		if e.Fd == plan.Last {
+			continue // replaces the transport at the end
+		}
+		cloexec := uintptr(0)
+		if e.Cloexec {
+			cloexec = unix.O_CLOEXEC
+		}
+		if x, ok := at[e.FileID]; ok {
+			r.queue(fmt.Sprintf("fd %d", e.Fd), unix.SYS_DUP3, uintptr(x), uintptr(e.Fd), cloexec)
+			continue
+		}
+		f := byID[e.FileID]
+		if f == nil {
+			return fmt.Errorf("image is inconsistent: fd %d refers to file %d, which is not in it", e.Fd, e.FileID)
+		}
+		land := e.Fd
+		if hole < e.Fd {
+			land = hole
+			cloexec = unix.O_CLOEXEC
+		}
+		a := &arrival{fd: land}
+		if f.Type == image.FileEpoll && r.t.files[f.ID] == 0 {
+			a.made = true
+			r.queueResult(fmt.Sprintf("fd %d: epoll_create1", e.Fd), &a.result, unix.SYS_EPOLL_CREATE1, cloexec)
+		} else {
 			crfd, err := r.t.crFile(f)
 			if err != nil {
-				return fmt.Errorf("fd %d: %w", r.fdOf(f.ID), err)
+				return fmt.Errorf("fd %d: %w", e.Fd, err)
 			}
 			if err := unix.Sendmsg(r.t.crEnd, []byte{0}, unix.UnixRights(crfd), nil, 0); err != nil {
-				return fmt.Errorf("send fd to pid %d: %w", pid, err)
+				return fmt.Errorf("send fd %d to pid %d: %w", e.Fd, pid, err)
 			}
 			msg, ctl, err := r.stashMsghdr()
 			if err != nil {
 				return err
 			}
-			ctls[i] = ctl
-			r.queue(fmt.Sprintf("fd %d: receive", r.fdOf(f.ID)), unix.SYS_RECVMSG, uintptr(r.transport), msg, unix.MSG_CMSG_CLOEXEC)
-		}
-		if err := r.flush(); err != nil {
-			return err
-		}
-		for i := range chunk {
-			if ctls[i] == 0 {
-				low[start+i] = int(results[i])
-				continue
+			a.ctl = ctl
+			flags := uintptr(0)
+			if cloexec != 0 {
+				flags = unix.MSG_CMSG_CLOEXEC
 			}
-			fd, err := r.readRights(ctls[i])
-			if err != nil {
+			r.queue(fmt.Sprintf("fd %d: receive", e.Fd), unix.SYS_RECVMSG, uintptr(r.transport), msg, flags)
+		}
+		batch = append(batch, a)
+		if land != e.Fd {
+			c := uintptr(0)
+			if e.Cloexec {
+				c = unix.O_CLOEXEC
+			}
+			r.queue(fmt.Sprintf("fd %d", e.Fd), unix.SYS_DUP3, uintptr(land), uintptr(e.Fd), c)
+			r.queue(fmt.Sprintf("fd %d: close the temporary fd %d", e.Fd, land), unix.SYS_CLOSE, uintptr(land))
+		}
+		at[e.FileID] = e.Fd
+		if len(batch) == perBatch {
+			if err := check(); err != nil {
 				return err
 			}
-			low[start+i] = fd
 		}
 	}
-	// One batch: park every description at a temporary fd, close the low
-	// ones and the transport, dup each to its fd numbers, close the
-	// temporaries, fill epoll interest lists.
-	temp := map[int]int{} // file id -> temporary fd
-	for i, f := range files {
-		t := temps + i
-		temp[f.ID] = t
-		r.queue("park fd", unix.SYS_DUP3, uintptr(low[i]), uintptr(t), unix.O_CLOEXEC)
+	if err := check(); err != nil {
+		return err
 	}
-	r.queue("close received fds", unix.SYS_CLOSE_RANGE, 0, uintptr(temps-1), 0)
-	for _, e := range r.proc.Fds {
+	// The transport goes last: replaced by the last fd, or closed.
+	if plan.Last >= 0 {
+		e := fds[slices.IndexFunc(fds, func(e image.Fd) bool { return e.Fd == plan.Last })]
 		cloexec := uintptr(0)
 		if e.Cloexec {
 			cloexec = unix.O_CLOEXEC
 		}
-		r.queue(fmt.Sprintf("fd %d", e.Fd), unix.SYS_DUP3, uintptr(temp[e.FileID]), uintptr(e.Fd), cloexec)
+		r.queue(fmt.Sprintf("fd %d (over the fd transport)", e.Fd), unix.SYS_DUP3, uintptr(at[e.FileID]), uintptr(e.Fd), cloexec)
+	} else {
+		r.queue("close the fd transport", unix.SYS_CLOSE, uintptr(r.transport))
 	}
-	r.queue("close temporary fds", unix.SYS_CLOSE_RANGE, uintptr(temps), ^uintptr(0)>>32, 0)
-	epolls, err := r.fillEpolls(files)
+	r.transport = -1
+	var mine []*image.File // the descriptions of this process
+	for i := range r.ck.Files {
+		if _, ok := at[r.ck.Files[i].ID]; ok {
+			mine = append(mine, &r.ck.Files[i])
+		}
+	}
+	epolls, err := r.fillEpolls(mine)
 	if err != nil {
 		return err
 	}
@@ -755,15 +898,8 @@ func (r *restorer) restoreMM() error {
 func (r *restorer) restoreTask() error {
 	t := &r.proc.Task
 	r.queue("umask", unix.SYS_UMASK, uintptr(t.Umask))
-	for _, sa := range t.Sigactions {
-		if sa.Handler == 0 && sa.Flags == 0 && sa.Mask == 0 {
-			continue // SIG_DFL, as in a new process
-		}
-		addr, err := r.stash(le64(sa.Handler, sa.Flags, sa.Restorer, sa.Mask))
-		if err != nil {
-			return err
-		}
-		r.queue(fmt.Sprintf("restore handler of signal %d", sa.Sig), unix.SYS_RT_SIGACTION, uintptr(sa.Sig), addr, 0, 8)
+	if err := r.restoreSigactions(); err != nil {
+		return err
 	}
 	for _, step := range []func() error{r.restoreMisc, r.restoreTimers, r.restoreSharedSignals} {
 		if err := step(); err != nil {
@@ -853,8 +989,12 @@ func (r *restorer) finish() error {
 		if err := th.task.SetRegs(&regs); err != nil {
 			return err
 		}
-		if err := th.task.SetXState(img.XSave); err != nil {
-			return fmt.Errorf("set xsave state of thread %d (%d bytes): %w", img.Tid, len(img.XSave), err)
+		xs, err := xsaveArea(r.ck, img)
+		if err != nil {
+			return fmt.Errorf("xsave state of thread %d: %w", img.Tid, err)
+		}
+		if err := th.task.SetXState(xs); err != nil {
+			return fmt.Errorf("set xsave state of thread %d (%d bytes): %w", img.Tid, len(xs), err)
 		}
 		if err := th.task.SetSigmask(img.Sigmask); err != nil {
 			return err

@@ -3,11 +3,12 @@ package restore
 import (
 	"errors"
 	"fmt"
-	"github.com/cr-tools/cr/internal/cpu"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/cr-tools/cr/internal/cpu"
 	"github.com/cr-tools/cr/pkg/image"
 	"github.com/cr-tools/cr/pkg/procfs"
 	"golang.org/x/sys/unix"
@@ -55,13 +56,11 @@ func (t *treeRestore) validate() error {
 	if c.Inventory.CPU.Arch != "x86_64" {
 		return fmt.Errorf("image is for %s, this is x86_64: %w", c.Inventory.CPU.Arch, ErrCPUMismatch)
 	}
-	// Register state the image holds must fit this CPU and kernel exactly.
-	if missing := c.Inventory.CPU.XFeatures &^ cpu.XCR0(); missing != 0 {
-		return fmt.Errorf("the image uses CPU register state (XSAVE features %#x) that this machine does not enable (image %#x, here %#x): %w",
-			missing, c.Inventory.CPU.XFeatures, cpu.XCR0(), ErrCPUMismatch)
+	if err := checkCPU(c); err != nil {
+		return err
 	}
-	if n := cpu.XSaveSize(); c.Inventory.CPU.XSaveSize != n {
-		return fmt.Errorf("the image's XSAVE area is %d bytes, this machine's %d: %w", c.Inventory.CPU.XSaveSize, n, ErrCPUMismatch)
+	if err := checkPidRange(c); err != nil {
+		return err
 	}
 	root := c.Processes[0]
 	if root.Task.Pid != c.Inventory.RootPid || root.Task.Zombie {
@@ -174,24 +173,37 @@ func (t *treeRestore) validate() error {
 }
 
 // validateProcess checks one live process of the image.
-func (t *treeRestore) validateProcess(p *image.Process) error {
-	c := t.ck
+func (t *treeRestore) validateProcess(p *image.Process) (err error) {
 	tk := &p.Task
 	if len(p.Threads) == 0 || p.Threads[0].Tid != tk.Pid {
 		return fmt.Errorf("image is inconsistent: the first thread of pid %d is not its main thread", tk.Pid)
 	}
 	for _, th := range p.Threads {
-		if len(th.XSave) != c.Inventory.CPU.XSaveSize {
-			return fmt.Errorf("image is inconsistent: xsave area of %d bytes, inventory says %d", len(th.XSave), c.Inventory.CPU.XSaveSize)
-		}
 		if th.Tid != tk.Pid {
 			if err := t.checkPid(th.Tid); err != nil {
 				return err
 			}
 		}
 	}
-	if err := checkCreds(&tk.Creds); err != nil {
+	if t.creds == nil {
+		if t.creds, err = ownCreds(); err != nil {
+			return err
+		}
+	}
+	if err := checkCreds(&tk.Creds, t.creds); err != nil {
+		return fmt.Errorf("pid %d: %w", tk.Pid, err)
+	}
+	if t.creds.nnp && !tk.NoNewPrivs {
+		return fmt.Errorf("pid %d: cr runs with no_new_privs, which the process it starts inherits and cannot drop, and the image's process did not have it: run cr without no_new_privs", tk.Pid)
+	}
+	// The process starts with cr's fd limit; only CAP_SYS_RESOURCE raises
+	// the hard limit.
+	var nofile unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err != nil {
 		return err
+	}
+	if plan := PlanFds(p.Fds); uint64(plan.Slots) > nofile.Max && !t.creds.has(capSysResource) {
+		return fdLimitError(tk.Pid, plan, nofile.Max)
 	}
 	// Files the address space maps must be exactly what was dumped.
 	if err := checkIdent(&p.MM.Exe, "the executable"); err != nil {
@@ -210,7 +222,7 @@ func (t *treeRestore) validateProcess(p *image.Process) error {
 	for _, x := range []*image.FileIdent{&p.FS.Cwd, &p.FS.Root} {
 		if x.Proc != nil {
 			in := map[int]*image.Process{}
-			for _, q := range c.Processes {
+			for _, q := range t.ck.Processes {
 				in[q.Task.Pid] = q
 			}
 			if err := checkProcPath(in, x.Proc); err != nil {
@@ -260,6 +272,38 @@ func checkIdent(id *image.FileIdent, what string) error {
 	return nil
 }
 
+// checkPidRange refuses, before anything is created, an image with a pid or
+// tid that this system cannot give: clone3's set_tid accepts 1..pid_max-1
+// (kernel/pid.c alloc_pid: EINVAL from pid_max on), and 0 would let the
+// kernel pick any pid.
+func checkPidRange(c *image.Checkpoint) error {
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		return fmt.Errorf("read pid_max: %w", err)
+	}
+	pidMax, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("read pid_max: %q: %w", b, err)
+	}
+	check := func(id int, what string) error {
+		if id < 1 || id >= pidMax {
+			return fmt.Errorf("%s is outside the pids this system gives (1 to %d: kernel.pid_max is %d)", what, pidMax-1, pidMax)
+		}
+		return nil
+	}
+	for _, p := range c.Processes {
+		if err := check(p.Task.Pid, fmt.Sprintf("the image's pid %d", p.Task.Pid)); err != nil {
+			return err
+		}
+		for _, th := range p.Threads {
+			if err := check(th.Tid, fmt.Sprintf("thread %d of the image's pid %d", th.Tid, p.Task.Pid)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // checkPid makes sure pid is free, waiting a bounded time for a zombie.
 func (t *treeRestore) checkPid(pid int) error {
 	if t.checkOnly {
@@ -299,38 +343,67 @@ func ownTerminal() (string, error) {
 	return "", errors.New("cr has no terminal to give the restored process; run it from a terminal")
 }
 
-// checkCreds refuses an image whose credentials exceed the caller's: a
-// restore never grants more than the caller has.
-func checkCreds(c *image.Creds) error {
-	euid := os.Geteuid()
-	if euid == 0 {
-		return nil
+// checkCPU refuses an image whose register state or code this machine
+// cannot carry on (docs/DESIGN.md, "CPU compatibility"): a CPUID feature
+// flag of the compared subset that the dumping CPU had and this one lacks,
+// an XSAVE component the image enabled that this machine does not and
+// that may not be dropped, or a thread whose state does not fit this
+// machine's layout. A format 1.0 image (raw XSAVE areas) restores only
+// where the layout is the one it was dumped with.
+func checkCPU(c *image.Checkpoint) error {
+	inv := &c.Inventory.CPU
+	host, err := cpu.HostLayout()
+	if err != nil {
+		return fmt.Errorf("this machine's XSAVE layout: %w", err)
 	}
-	ruid, _, _ := unix.Getresuid()
-	for _, u := range c.Uid[:3] {
-		if int(u) != euid && int(u) != ruid {
-			return fmt.Errorf("the image's process ran as uid %d, cr runs as uid %d: only root may restore another user's process", c.Uid[1], euid)
-		}
+	if missing := cpu.MissingFeatures(inv.Leaves(), cpu.HostLeaves()); len(missing) > 0 {
+		return fmt.Errorf("the image was dumped on a CPU with %s, which this CPU lacks (programs pick code paths for them at start-up): %w",
+			strings.Join(missing, ", "), ErrCPUMismatch)
 	}
-	if g, err := unix.Getgroups(); err == nil {
-		have := map[uint32]bool{}
-		for _, x := range g {
-			have[uint32(x)] = true
+	for _, p := range c.Processes {
+		if p.Task.Zombie {
+			continue
 		}
-		for _, x := range c.Groups {
-			if !have[x] {
-				return fmt.Errorf("the image's process was in group %d, which cr is not in: only root may restore it", x)
+		var states []*cpu.XState
+		for i := range p.Threads {
+			th := &p.Threads[i]
+			if th.XState == nil {
+				// Format 1.0: the area is in the dumping machine's layout,
+				// which the image does not describe.
+				if inv.XFeatures != host.XCR0 || inv.XSaveSize != host.Size || len(th.XSave) != host.Size {
+					return fmt.Errorf("thread %d of pid %d: the image (format %d.%d) holds its XSAVE area in the layout of the machine that dumped it (features %#x, %d bytes), this machine's is %#x, %d bytes: restore it on that machine: %w",
+						th.Tid, p.Task.Pid, c.Inventory.FormatMajor, c.Inventory.FormatMinor, inv.XFeatures, inv.XSaveSize, host.XCR0, host.Size, ErrCPUMismatch)
+				}
+				s, err := host.Split(th.XSave)
+				if err != nil {
+					return fmt.Errorf("image is inconsistent: thread %d of pid %d: %w", th.Tid, p.Task.Pid, err)
+				}
+				states = append(states, s)
+				continue
 			}
+			s := th.XState.CPU(inv.XFeatures)
+			if _, err := host.Build(s); err != nil {
+				return fmt.Errorf("thread %d of pid %d: %w: %w", th.Tid, p.Task.Pid, err, ErrCPUMismatch)
+			}
+			states = append(states, s)
 		}
-	}
-	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var own [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &own[0]); err != nil {
-		return err
-	}
-	prm := uint64(own[0].Permitted) | uint64(own[1].Permitted)<<32
-	if c.CapPrm&^prm != 0 {
-		return fmt.Errorf("the image's process holds capabilities %#x that cr lacks (it has %#x)", c.CapPrm&^prm, prm)
+		if m := host.Unmet(inv.XFeatures, p.Task.XCompPerm, states); m != 0 {
+			return fmt.Errorf("pid %d uses CPU register state this machine does not enable: %s (XSAVE features %#x; image %#x, here %#x): %w",
+				p.Task.Pid, cpu.ComponentNames(m), m, inv.XFeatures, host.XCR0, ErrCPUMismatch)
+		}
 	}
 	return nil
+}
+
+// xsaveArea is the XSAVE area of an image thread in this machine's layout,
+// for PTRACE_SETREGSET NT_X86_XSTATE (checkCPU has accepted it).
+func xsaveArea(c *image.Checkpoint, th *image.Thread) ([]byte, error) {
+	if th.XState == nil {
+		return th.XSave, nil // format 1.0, dumped in this very layout
+	}
+	host, err := cpu.HostLayout()
+	if err != nil {
+		return nil, err
+	}
+	return host.Build(th.XState.CPU(c.Inventory.CPU.XFeatures))
 }

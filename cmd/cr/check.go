@@ -1,7 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"time"
+
+	"github.com/cr-tools/cr/pkg/dump"
 	"os"
 	"strings"
 
@@ -10,11 +14,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cmdCheck probes what cr needs from this kernel and says what is missing.
+// cmdCheck probes what cr needs from this kernel and says what is missing;
+// with -t PID it is the pre-flight of a dump of that tree instead.
 func cmdCheck(args []string) error {
 	fs := newFlags("check")
+	pid := fs.Int("t", 0, "pre-flight: list every reason a dump of this process tree would be refused (freezes it for a moment, writes nothing)")
+	shell := fs.Bool("shell-job", false, "with -t: as cr dump --shell-job would")
+	v := fs.Bool("v", false, "verbose: progress")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *pid != 0 {
+		return preflight(*pid, *shell, *v)
 	}
 	var u unix.Utsname
 	unix.Uname(&u)
@@ -94,4 +105,28 @@ func printCPU() {
 		fmt.Printf("  xsave components (offset+size): %s\n", cpu.DescribeComponents(l.Components))
 	}
 	fmt.Printf("  cpu features a restoring machine needs: %s\n", strings.Join(cpu.FeatureNames(cpu.HostLeaves()), " "))
+}
+
+// preflight runs a dump of pid that stops before anything is injected or
+// written (dump.Options.CheckOnly) and prints every reason it would be
+// refused, one per line, or that it would go through.
+func preflight(pid int, shell, verbose bool) error {
+	opt := dump.Options{Pid: pid, ShellJob: shell, CheckOnly: true}
+	if verbose {
+		opt.Log = os.Stderr
+	}
+	res, err := dump.Run(opt)
+	var re *dump.RefusedError
+	if errors.As(err, &re) {
+		fmt.Printf("pid %d: a dump would be refused, for %d reason(s):\n", pid, len(re.Reasons))
+		for _, r := range re.Reasons {
+			fmt.Printf("  %v\n", r)
+		}
+		return &silentError{fmt.Errorf("pid %d cannot be dumped", pid)}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Printf("pid %d: a dump would go through (the tree was frozen for %v)\n", pid, res.Frozen.Round(10*time.Microsecond))
+	return nil
 }

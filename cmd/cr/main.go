@@ -21,7 +21,7 @@ Usage:
   cr dump -t PID -o DIR [--leave-running] [--shell-job] [--sync] [-v]
   cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--force-kernel] [-v]
   cr show -i DIR [--json]
-  cr check
+  cr check [-t PID [--shell-job]]
   cr demo
 `
 
@@ -64,6 +64,10 @@ func fail(err error, verbose bool) {
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
+	var se *silentError
+	if errors.As(err, &se) {
+		os.Exit(1) // the command printed what went wrong already
+	}
 	var ue *usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(os.Stderr, "cr: %s\n", ue.msg)
@@ -95,6 +99,12 @@ func removeStale(dir string, verbose bool) {
 		fmt.Fprintf(os.Stderr, "cr: %v\n", err)
 	}
 }
+
+// silentError is a failure the command has reported on stdout already:
+// cr exits 1 without another message.
+type silentError struct{ err error }
+
+func (e *silentError) Error() string { return e.err.Error() }
 
 type usageError struct{ msg string }
 

@@ -26,39 +26,59 @@ const (
 	ssOnstack        = 1 // SS_ONSTACK
 )
 
-func (d *dumper) collect() error {
+// collectStatic reads what /proc tells of the process without asking the
+// task: status, memory map, fds, cwd and root, the executable, credentials.
+// It returns every reason to refuse the process it finds (refused), and
+// an error only for a failure to read.
+func (d *dumper) collectStatic() (refused []error, err error) {
 	pid := d.pid
 	st, err := procfs.ReadStat(pid)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	status, err := procfs.ReadStatus(pid)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := d.checkStatus(st, status); err != nil {
-		return err
+		refused = append(refused, err)
 	}
+	d.st, d.status = st, status
 
 	// Memory map and fds first: refusing is cheapest before any injection.
 	maps, err := memdump.ReadSmaps(pid)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if d.proc.VMAs, err = memdump.VMAs(pid, maps); err != nil {
-		return unsupported(pid, err)
+		var ue *memdump.UnsupportedError
+		if !errors.As(err, &ue) {
+			return nil, err
+		}
+		refused = append(refused, refusals(pid, err)...)
 	}
 	fds, err := d.files.Add(pid)
 	if err != nil {
-		var te *fdinfo.TTYError
-		if errors.As(err, &te) {
-			return &ShellJobError{pid, fmt.Sprintf("has the terminal %s open at fd %d", te.Path, te.Fd)}
+		if !fdinfo.IsRefusal(err) {
+			return nil, err
 		}
-		return unsupported(pid, err)
+		refused = append(refused, refusals(pid, err)...)
 	}
 	d.proc.Fds = fds
 	if d.proc.FS, err = d.files.AddFS(pid); err != nil {
-		return unsupported(pid, err)
+		if !isRefusal(err) {
+			return nil, err
+		}
+		refused = append(refused, refusals(pid, err)...)
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return nil, fmt.Errorf("exe of pid %d: %w", pid, err)
+	}
+	if strings.HasSuffix(exe, " (deleted)") {
+		refused = append(refused, &UnsupportedError{pid, "the executable " + exe + " was deleted"})
+	} else if d.proc.MM.Exe, err = memdump.Identify(fmt.Sprintf("/proc/%d/exe", pid), exe); err != nil {
+		return nil, err
 	}
 
 	d.proc.Task = image.Task{
@@ -76,17 +96,24 @@ func (d *dumper) collect() error {
 	creds.CapInh, creds.CapPrm, creds.CapEff = status.Hex("CapInh"), status.Hex("CapPrm"), status.Hex("CapEff")
 	creds.CapBnd, creds.CapAmb = status.Hex("CapBnd"), status.Hex("CapAmb")
 	if d.proc.Task.Seccomp, err = d.seccomp(d.threads[0].task, status); err != nil {
-		return err
+		return nil, err
 	}
 	attr, err := unix.SchedGetAttr(pid, 0)
 	if err != nil {
-		return fmt.Errorf("sched_getattr of pid %d: %w", pid, err)
+		return nil, fmt.Errorf("sched_getattr of pid %d: %w", pid, err)
 	}
 	d.proc.Task.Sched = image.Sched{Policy: int(attr.Policy), Nice: int(attr.Nice), RtPriority: int(attr.Priority)}
 	if d.proc.Task.PosixTimers, err = posixTimers(pid); err != nil {
-		return err
+		return nil, err
 	}
+	return refused, nil
+}
 
+// collectLive asks the task what only it can tell (injected syscalls) and
+// reads its threads' registers; collectStatic came first.
+func (d *dumper) collectLive() error {
+	pid, st := d.pid, d.st
+	var err error
 	// What only the task can tell.
 	if err := d.startInjection(); err != nil {
 		return err
@@ -110,16 +137,6 @@ func (d *dumper) collect() error {
 	mm.StartBrk, mm.StartStack = st.StartBrk, st.StartStack
 	mm.ArgStart, mm.ArgEnd, mm.EnvStart, mm.EnvEnd = st.ArgStart, st.ArgEnd, st.EnvStart, st.EnvEnd
 	if mm.Auxv, err = procfs.ReadAuxv(pid); err != nil {
-		return err
-	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil {
-		return fmt.Errorf("exe of pid %d: %w", pid, err)
-	}
-	if strings.HasSuffix(exe, " (deleted)") {
-		return &UnsupportedError{pid, "the executable " + exe + " was deleted"}
-	}
-	if mm.Exe, err = memdump.Identify(fmt.Sprintf("/proc/%d/exe", pid), exe); err != nil {
 		return err
 	}
 	return nil

@@ -23,11 +23,16 @@ const Version = "0.1.0"
 type Options struct {
 	Pid          int
 	Dir          string
-	LeaveRunning bool          // resume the target after the dump instead of killing it
-	ShellJob     bool          // allow a terminal and a session or group outside the image
-	Sync         bool          // fsync the image before reporting success
-	Timeout      time.Duration // bound for every wait on the target (default 10 s)
-	Log          io.Writer     // progress messages (-v); nil for none
+	LeaveRunning bool // resume the target after the dump instead of killing it
+	ShellJob     bool // allow a terminal and a session or group outside the image
+	Sync         bool // fsync the image before reporting success
+	// CheckOnly is the pre-flight (cr check -t PID): freeze the tree, read
+	// what /proc tells of it and report every reason a dump would be
+	// refused (a *RefusedError), then let it go as it was. Nothing is
+	// written, nothing is injected; Dir is not used.
+	CheckOnly bool
+	Timeout   time.Duration // bound for every wait on the target (default 10 s)
+	Log       io.Writer     // progress messages (-v); nil for none
 	// Abort, once closed, interrupts the dump: it stops between phases
 	// and inside the page copy, puts every process back as it was found,
 	// removes what it wrote and returns an error wrapping ErrInterrupted.
@@ -71,6 +76,8 @@ type dumper struct {
 	proc    image.Process
 	scratch uintptr // a page of scratch memory in the task while collecting
 	stat    *procfs.Stat
+	st      *procfs.Stat   // read again by collectStatic, once frozen
+	status  *procfs.Status // likewise
 
 	parentInTree bool // its parent is dumped too (so pages may be shared with it)
 	// leaderless: its main thread has exited (a zombie leader) while other

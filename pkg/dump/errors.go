@@ -3,6 +3,7 @@ package dump
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/cr-tools/cr/pkg/fdinfo"
 	"github.com/cr-tools/cr/pkg/memdump"
@@ -26,6 +27,56 @@ var ErrInterrupted = errors.New("dump interrupted")
 
 // ErrPermission says cr may not trace the process.
 var ErrPermission = errors.New("permission denied")
+
+// RefusedError lists every reason a dump of the tree rooted at Pid was
+// refused (each an *UnsupportedError, a *ShellJobError or a plain error
+// naming the process), in the order found: processes parents first, then
+// what spans processes (pipes, sockets, sessions). errors.As finds any of
+// them. The dump left the tree running as it was.
+type RefusedError struct {
+	Pid     int
+	Reasons []error
+}
+
+func (e *RefusedError) Error() string {
+	if len(e.Reasons) == 1 {
+		return e.Reasons[0].Error()
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "cannot dump process %d, for %d reasons:", e.Pid, len(e.Reasons))
+	for _, r := range e.Reasons {
+		b.WriteString("\n  ")
+		b.WriteString(r.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the reasons.
+func (e *RefusedError) Unwrap() []error { return e.Reasons }
+
+// isRefusal tells whether err is state cr cannot save (memdump's or
+// fdinfo's refusals), as opposed to a failure to read it.
+func isRefusal(err error) bool {
+	var me *memdump.UnsupportedError
+	return errors.As(err, &me) || fdinfo.IsRefusal(err)
+}
+
+// refusals turns err, a refusal or several joined (errors.Join), into the
+// dump's refusals of process pid.
+func refusals(pid int, err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, refusals(pid, e)...)
+		}
+		return out
+	}
+	var te *fdinfo.TTYError
+	if errors.As(err, &te) {
+		return []error{&ShellJobError{pid, fmt.Sprintf("has the terminal %s open at fd %d", te.Path, te.Fd)}}
+	}
+	return []error{unsupported(pid, err)}
+}
 
 func unsupported(pid int, err error) error {
 	var me *memdump.UnsupportedError

@@ -82,8 +82,10 @@ func (t *tree) run() (res *Result, err error) {
 	if pid == os.Getpid() {
 		return nil, fmt.Errorf("process %d is cr itself", pid)
 	}
-	if err := image.CheckTarget(t.opt.Dir); err != nil {
-		return nil, err
+	if !t.opt.CheckOnly {
+		if err := image.CheckTarget(t.opt.Dir); err != nil {
+			return nil, err
+		}
 	}
 	t.files = fdinfo.NewCollector(t.opt.ShellJob)
 	t.tr = ptrace.NewTracer()
@@ -98,26 +100,54 @@ func (t *tree) run() (res *Result, err error) {
 	if err := t.seizeTree(); err != nil {
 		return nil, err
 	}
-	if t.refusal != nil {
-		return nil, t.refusal
-	}
 	t.logf("froze %d processes", len(t.procs))
+	// First what /proc tells of every process, gathering every reason to
+	// refuse (so that the user fixes them all in one go), then, only if
+	// there is none, what the tasks themselves must be asked.
+	var refused []error
+	if t.refusal != nil {
+		refused = append(refused, t.refusal)
+	}
+	childErr := func(p *dumper, err error) error {
+		if len(t.procs) > 1 && p.pid != pid {
+			return fmt.Errorf("child process %d: %w", p.pid, err)
+		}
+		return err
+	}
 	for _, p := range t.procs {
 		if err := t.checkAbort(); err != nil {
 			return nil, err
 		}
-		if err := p.collect(); err != nil {
-			if len(t.procs) > 1 && p.pid != pid {
-				return nil, fmt.Errorf("child process %d: %w", p.pid, err)
-			}
-			return nil, err
+		if p.leaderless {
+			continue // refused already
 		}
+		r, err := p.collectStatic()
+		if err != nil {
+			return nil, childErr(p, err)
+		}
+		refused = append(refused, r...)
 	}
 	if err := t.files.Finish(); err != nil {
-		return nil, unsupported(pid, err)
+		if !fdinfo.IsRefusal(err) {
+			return nil, err
+		}
+		refused = append(refused, refusals(pid, err)...)
 	}
-	if err := t.checkSessions(); err != nil {
-		return nil, err
+	refused = append(refused, t.checkSessions()...)
+	if len(refused) > 0 {
+		return nil, &RefusedError{Pid: pid, Reasons: refused}
+	}
+	if t.opt.CheckOnly {
+		t.logf("pre-flight: nothing refused")
+		return &Result{Frozen: time.Since(start)}, nil
+	}
+	for _, p := range t.procs {
+		if err := t.checkAbort(); err != nil {
+			return nil, err
+		}
+		if err := p.collectLive(); err != nil {
+			return nil, childErr(p, err)
+		}
 	}
 
 	if err := t.checkAbort(); err != nil {
@@ -273,10 +303,11 @@ func (t *tree) seizeTree() error {
 	return nil
 }
 
-// checkSessions makes sure every session and process group a process
+// checkSessions (returning every refusal) makes sure every session and process group a process
 // belongs to is in the image, or (with --shell-job) is the root's own, which
 // restore replaces with cr's.
-func (t *tree) checkSessions() error {
+func (t *tree) checkSessions() []error {
+	var refused []error
 	in := map[int]bool{}
 	for _, p := range t.order {
 		in[p] = true
@@ -298,16 +329,19 @@ func (t *tree) checkSessions() error {
 		return nil
 	}
 	for _, p := range t.procs {
+		if p.leaderless {
+			continue
+		}
 		if err := check(p.pid, p.stat.Session, p.stat.Pgrp, 0); err != nil {
-			return err
+			refused = append(refused, err)
 		}
 	}
 	for _, z := range t.zombies {
 		if err := check(z.Task.Pid, z.Task.Sid, z.Task.Pgid, 0); err != nil {
-			return err
+			refused = append(refused, err)
 		}
 	}
-	return checkOutsiders(in)
+	return append(refused, checkOutsiders(in)...)
 }
 
 // checkOutsiders refuses a process outside the tree that is in a session or
@@ -317,10 +351,11 @@ func (t *tree) checkSessions() error {
 // nor recreate the session or group. CRIU refuses the same
 // (criu/cr-dump.c, dump_one_task's session and group checks). A session or
 // group outside the image (--shell-job) is not ours to check.
-func checkOutsiders(in map[int]bool) error {
+func checkOutsiders(in map[int]bool) []error {
+	var refused []error
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return fmt.Errorf("list processes: %w", err)
+		return []error{fmt.Errorf("list processes: %w", err)}
 	}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -340,10 +375,10 @@ func checkOutsiders(in map[int]bool) error {
 		default:
 			continue
 		}
-		return fmt.Errorf("process %d (%s) is in %s %d of the dumped tree but is not part of the tree (an orphaned descendant?): "+
-			"restore could not recreate the %s while it lives; end it, or dump a tree that contains it", pid, st.Comm, what, id, what)
+		refused = append(refused, fmt.Errorf("process %d (%s) is in %s %d of the dumped tree but is not part of the tree (an orphaned descendant?): "+
+			"restore could not recreate the %s while it lives; end it, or dump a tree that contains it", pid, st.Comm, what, id, what))
 	}
-	return nil
+	return refused
 }
 
 // liveThreads lists the threads of pid other than its main thread that

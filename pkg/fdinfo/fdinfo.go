@@ -98,6 +98,7 @@ type Collector struct {
 	pending  int
 	procs    map[int][]image.Fd
 	procUses []procUse // procfs paths naming a process, checked by Finish
+	refused  []error   // what Finish found cr cannot save
 }
 
 type ref struct{ pid, fd int }
@@ -120,9 +121,11 @@ func (c *Collector) Add(pid int) ([]image.Fd, error) {
 			fdnums = append(fdnums, fd)
 		}
 	}
-	entries, err := c.readAll(pid, fdnums)
-	if err != nil {
-		return nil, err
+	// Refused fds are left out and reported together at the end, so that
+	// a dump (or cr check -t) names every reason at once.
+	entries, refused := c.readAll(pid, fdnums)
+	if refused != nil && !IsRefusal(refused) {
+		return nil, refused
 	}
 	for _, ent := range entries {
 		if p := ent.File.Ident.Proc; p != nil {
@@ -149,7 +152,7 @@ func (c *Collector) Add(pid int) ([]image.Fd, error) {
 		fds = append(fds, image.Fd{Fd: e.Fd, FileID: id, Cloexec: e.Cloexec})
 	}
 	c.procs[pid] = fds
-	return fds, nil
+	return fds, refused
 }
 
 // readAll reads every fd of fdnums. The reads are /proc work done in the
@@ -173,17 +176,48 @@ func (c *Collector) readAll(pid int, fdnums []int) ([]Entry, error) {
 		}(w)
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
+	var refused []error
+	kept := entries[:0]
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			kept = append(kept, entries[i])
+		case IsRefusal(err):
+			refused = append(refused, err)
+		default:
 			return nil, err
 		}
 	}
-	return entries, nil
+	return kept, errors.Join(refused...)
+}
+
+// IsRefusal tells whether err is, or joins only, refusals of state cr cannot
+// save (*UnsupportedError, *TTYError), as opposed to a failure to read it.
+func IsRefusal(err error) bool {
+	if err == nil {
+		return false
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !IsRefusal(e) {
+				return false
+			}
+		}
+		return true
+	}
+	var ue *UnsupportedError
+	var te *TTYError
+	return errors.As(err, &ue) || errors.As(err, &te)
 }
 
 // Finish checks pipes (both ends must be in the collection) and saves their
 // contents, and resolves epoll interest lists.
+//
+// Every description cr cannot save is reported, not only the first: the
+// error then joins *UnsupportedError values (see IsRefusal); any other
+// error is a failure to read the state.
 func (c *Collector) Finish() error {
+	c.refused = nil
 	if err := c.checkProcPaths(); err != nil {
 		return err
 	}
@@ -193,8 +227,14 @@ func (c *Collector) Finish() error {
 	if err := c.resolveSockets(); err != nil {
 		return err
 	}
-	return c.resolveEpolls()
+	if err := c.resolveEpolls(); err != nil {
+		return err
+	}
+	return errors.Join(c.refused...)
 }
+
+// refuse records a description cr cannot save; Finish reports them all.
+func (c *Collector) refuse(err error) { c.refused = append(c.refused, err) }
 
 // Owner returns a (pid, fd) that holds file id.
 func (c *Collector) Owner(id int) (pid, fd int) {
@@ -471,7 +511,8 @@ func (c *Collector) resolveEpolls() error {
 				}
 			}
 			if found < 0 {
-				return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("an epoll instance watching a file that is no longer open (registered as fd %d)", tgt.Fd)}
+				c.refuse(&UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("an epoll instance watching a file that is no longer open (registered as fd %d)", tgt.Fd)})
+				continue
 			}
 			tgt.Fd = found
 			if Disarmed(tgt.Events) {
@@ -482,7 +523,7 @@ func (c *Collector) resolveEpolls() error {
 					return fmt.Errorf("fd %d of pid %d: poll: %w", found, o.pid, err)
 				}
 				if ready == 0 {
-					return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("an epoll instance with a one-shot entry for fd %d that has fired (disarmed) while its file is ready for no event: cr can bring such an entry back only when its file is ready", found)}
+					c.refuse(&UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("an epoll instance with a one-shot entry for fd %d that has fired (disarmed) while its file is ready for no event: cr can bring such an entry back only when its file is ready", found)})
 				}
 			}
 		}

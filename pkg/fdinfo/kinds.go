@@ -151,6 +151,7 @@ type procUse struct {
 // are created after the files on restore), and cr must be able to open it
 // now as restore will.
 func (c *Collector) checkProcPaths() error {
+uses:
 	for _, u := range c.procUses {
 		path := ProcPathString(u.path)
 		refuse := func(format string, args ...any) error {
@@ -164,21 +165,25 @@ func (c *Collector) checkProcPaths() error {
 		if _, ok := c.procs[n]; !ok {
 			for p := range c.procs {
 				if _, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", p, n)); err == nil {
-					return refuse("a thread of pid %d other than its main thread (only a process or its main thread can be named)", p)
+					c.refuse(refuse("a thread of pid %d other than its main thread (only a process or its main thread can be named)", p))
+					continue uses
 				}
 			}
-			return refuse("a process outside the dumped tree (or not running)")
+			c.refuse(refuse("a process outside the dumped tree (or not running)"))
+			continue uses
 		}
 		if t, ok := strings.CutPrefix(u.path.Rel, "task/"); ok {
 			tid, _, _ := strings.Cut(t, "/")
 			if tid != strconv.Itoa(n) {
-				return refuse("thread %s, not the main thread (only a process or its main thread can be named)", tid)
+				c.refuse(refuse("thread %s, not the main thread (only a process or its main thread can be named)", tid))
+				continue uses
 			}
 		}
 		flags := u.flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_NOCTTY) | unix.O_CLOEXEC | unix.O_NOCTTY
 		fd, err := unix.Open(path, flags, 0)
 		if err != nil {
-			return refuse("restore could not reopen it: %v", err)
+			c.refuse(refuse("restore could not reopen it: %v", err))
+			continue uses
 		}
 		unix.Close(fd)
 	}

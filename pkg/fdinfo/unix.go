@@ -178,6 +178,7 @@ func (c *Collector) resolveSockets() error {
 	if err != nil {
 		return err
 	}
+files:
 	for i := range c.Files {
 		f := &c.Files[i]
 		if f.Unix == nil {
@@ -186,10 +187,12 @@ func (c *Collector) resolveSockets() error {
 		o := c.owner[f.ID]
 		s, ok := socks[f.Unix.Ino]
 		if !ok {
-			return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: "a " + socketFamily(o.pid, o.fd) + " socket"}
+			c.refuse(&UnsupportedError{Pid: o.pid, Fd: o.fd, What: "a " + socketFamily(o.pid, o.fd) + " socket"})
+			continue files
 		}
 		if s.name != "" {
-			return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("a named unix socket (%q)", s.name)}
+			c.refuse(&UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("a named unix socket (%q)", s.name)})
+			continue files
 		}
 		if s.peer != 0 && !inodes[uint64(s.peer)] {
 			// A socketpair end whose peer lives outside the tree: the
@@ -200,7 +203,8 @@ func (c *Collector) resolveSockets() error {
 			continue
 		}
 		if s.typ != unix.SOCK_STREAM && s.typ != unix.SOCK_DGRAM && s.typ != unix.SOCK_SEQPACKET {
-			return &UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("a unix socket of type %d", s.typ)}
+			c.refuse(&UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("a unix socket of type %d", s.typ)})
+			continue files
 		}
 		f.Unix.Type, f.Unix.Peer, f.Unix.Shutdown = int(s.typ), uint64(s.peer), int(s.shutdown)
 		if c, err := CopyFd(o.pid, o.fd); err == nil {

@@ -138,10 +138,14 @@ func isSysVShm(path string) bool {
 	return err == nil
 }
 
-// VMAs turns the mappings of pid into image VMAs, refusing what cannot be
-// saved yet with an *UnsupportedError that names the VMA.
+// VMAs turns the mappings of pid into image VMAs. Mappings cr cannot save
+// yet are left out and reported together: the error then joins one
+// *UnsupportedError per such VMA, naming it (errors.As finds the first);
+// any other error is a failure to read the mappings.
 func VMAs(pid int, maps []Mapping) ([]image.VMA, error) {
 	var out []image.VMA
+	var refused []error
+vmas:
 	for i := range maps {
 		m := &maps[i]
 		v := image.VMA{Start: m.Start, End: m.End, Pgoff: m.Offset, VmFlags: m.VmFlags}
@@ -170,44 +174,53 @@ func VMAs(pid int, maps []Mapping) ([]image.VMA, error) {
 		case m.Path == "[stack]":
 			v.Special = image.SpecialStack
 		case strings.HasPrefix(m.Path, "["):
-			return nil, &UnsupportedError{fmt.Sprintf("%s %s", where, m.Path)}
+			refused = append(refused, &UnsupportedError{fmt.Sprintf("%s %s", where, m.Path)})
+			continue vmas
 		case m.Shared() && isSysVShm(m.Path):
 			// ipc/shm.c (newseg) names a segment's file "SYSV%08x" (its
 			// key) on the internal shm mount and sets the inode number to
 			// the shmid (which can be 0).
 			key, _ := strconv.ParseUint(m.Path[len("/SYSV"):len("/SYSV")+8], 16, 32)
-			return nil, &UnsupportedError{fmt.Sprintf("%s is an attached SysV shared memory segment (key %#x, shmid %d): SysV IPC", where, key, m.Inode)}
+			refused = append(refused, &UnsupportedError{fmt.Sprintf("%s is an attached SysV shared memory segment (key %#x, shmid %d): SysV IPC", where, key, m.Inode)})
+			continue vmas
 		case m.Shared() && m.Path == "/secretmem (deleted)":
 			// mm/secretmem.c: the pages are removed from the kernel's
 			// direct map, and no other process can read them.
-			return nil, &UnsupportedError{fmt.Sprintf("%s is secret memory (memfd_secret(2)), which only the process itself can read", where)}
+			refused = append(refused, &UnsupportedError{fmt.Sprintf("%s is secret memory (memfd_secret(2)), which only the process itself can read", where)})
+			continue vmas
 		case m.Inode == 0 && m.Shared():
-			return nil, &UnsupportedError{fmt.Sprintf("%s is shared anonymous memory", where)}
+			refused = append(refused, &UnsupportedError{fmt.Sprintf("%s is shared anonymous memory", where)})
+			continue vmas
 		case m.Inode == 0 && m.Path != "":
-			return nil, &UnsupportedError{fmt.Sprintf("%s maps %s", where, m.Path)}
+			refused = append(refused, &UnsupportedError{fmt.Sprintf("%s maps %s", where, m.Path)})
+			continue vmas
 		case m.Inode != 0 && (strings.HasPrefix(m.Path, "/dev/zero (deleted)") || strings.HasPrefix(m.Path, "/memfd:")):
 			// Shared anonymous memory, or a memfd: saved once per object.
 			v.Shmem = m.Inode
 		case m.Inode != 0:
 			if strings.HasSuffix(m.Path, " (deleted)") {
-				return nil, &UnsupportedError{fmt.Sprintf("%s maps the deleted file %s", where, strings.TrimSuffix(m.Path, " (deleted)"))}
+				refused = append(refused, &UnsupportedError{fmt.Sprintf("%s maps the deleted file %s", where, strings.TrimSuffix(m.Path, " (deleted)"))})
+				continue vmas
 			}
 			if m.Shared() && (strings.HasPrefix(m.Path, "/dev/zero") || strings.HasPrefix(m.Path, "/memfd:")) {
-				return nil, &UnsupportedError{fmt.Sprintf("%s is shared memory (%s)", where, m.Path)}
+				refused = append(refused, &UnsupportedError{fmt.Sprintf("%s is shared memory (%s)", where, m.Path)})
+				continue vmas
 			}
 			id, err := Identify(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End), m.Path)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", where, err)
 			}
 			if id.Mode&unix.S_IFMT != unix.S_IFREG {
-				return nil, &UnsupportedError{fmt.Sprintf("%s maps %s, which is not a regular file", where, m.Path)}
+				refused = append(refused, &UnsupportedError{fmt.Sprintf("%s maps %s, which is not a regular file", where, m.Path)})
+				continue vmas
 			}
 			v.File = &id
 		}
 		if v.Special == "" && (m.HasVmFlag("io") || m.HasVmFlag("pf")) {
-			return nil, &UnsupportedError{fmt.Sprintf("%s is a device mapping (%s)", where, m.Path)}
+			refused = append(refused, &UnsupportedError{fmt.Sprintf("%s is a device mapping (%s)", where, m.Path)})
+			continue vmas
 		}
 		out = append(out, v)
 	}
-	return out, nil
+	return out, errors.Join(refused...)
 }

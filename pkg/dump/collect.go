@@ -168,8 +168,10 @@ func normaliseSyscall(r *ptrace.Regs) *image.InSyscall {
 		r.Rip -= 2
 		s.Action = "restart"
 	case errRestartBlock:
-		// The restart block (e.g. nanosleep's remaining time) is not carried
-		// over: the syscall returns EINTR.
+		// The restart block (e.g. nanosleep's remaining time) is kernel
+		// state the image cannot hold: these registers make the syscall
+		// return EINTR. Restore rebuilds the restart block of the calls it
+		// knows (pkg/restore/sleep.go) and keeps these only for the others.
 		r.Rax = ^uint64(unix.EINTR) + 1 // -EINTR
 		s.Action = "eintr"
 	default:

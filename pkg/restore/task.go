@@ -967,8 +967,9 @@ func (r *restorer) restoreThread(th *image.Thread) error {
 	return r.restoreThreadSignals(th)
 }
 
-// finish removes the trampoline (the last injected syscall runs from it
-// and unmaps it) and loads every thread's registers, XSAVE state and mask.
+// finish gives interrupted sleeps their restart block back (sleep.go),
+// removes the trampoline (the last injected syscall runs from it and unmaps
+// it) and loads every thread's registers, XSAVE state and mask.
 func (r *restorer) finish() error {
 	if sc := r.proc.Task.Seccomp; sc != nil && sc.Mode == 1 {
 		for _, th := range r.threads {
@@ -980,12 +981,19 @@ func (r *restorer) finish() error {
 			}
 		}
 	}
+	final, err := r.restartSleeps()
+	if err != nil {
+		return err
+	}
 	if _, err := r.sys(unix.SYS_MUNMAP, r.tramp, trampSize); err != nil {
 		return fmt.Errorf("unmap trampoline: %w", err)
 	}
 	for i, th := range r.threads {
 		img := &r.proc.Threads[i]
 		regs := img.Regs.Ptrace()
+		if final != nil && final[i] != nil {
+			regs = *final[i] // a sleep given back its restart block (sleep.go)
+		}
 		if err := th.task.SetRegs(&regs); err != nil {
 			return err
 		}

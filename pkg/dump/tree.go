@@ -101,6 +101,16 @@ func (t *tree) run() (res *Result, err error) {
 		return nil, err
 	}
 	t.logf("froze %d processes", len(t.procs))
+	// Processes outside the tree holding one of its sessions or groups: a
+	// scan of /proc (~1 ms), run while the tree is read.
+	outsiders := make(chan []error, 1)
+	go func() {
+		in := map[int]bool{}
+		for _, p := range t.order {
+			in[p] = true
+		}
+		outsiders <- checkOutsiders(in)
+	}()
 	// First what /proc tells of every process, gathering every reason to
 	// refuse (so that the user fixes them all in one go), then, only if
 	// there is none, what the tasks themselves must be asked.
@@ -134,6 +144,7 @@ func (t *tree) run() (res *Result, err error) {
 		refused = append(refused, refusals(pid, err)...)
 	}
 	refused = append(refused, t.checkSessions()...)
+	refused = append(refused, <-outsiders...)
 	if len(refused) > 0 {
 		return nil, &RefusedError{Pid: pid, Reasons: refused}
 	}
@@ -341,7 +352,7 @@ func (t *tree) checkSessions() []error {
 			refused = append(refused, err)
 		}
 	}
-	return append(refused, checkOutsiders(in)...)
+	return refused
 }
 
 // checkOutsiders refuses a process outside the tree that is in a session or
@@ -362,21 +373,25 @@ func checkOutsiders(in map[int]bool) []error {
 		if err != nil || in[pid] {
 			continue
 		}
-		st, err := procfs.ReadStat(pid)
+		pgrp, sid, err := procfs.Groups(pid)
 		if err != nil {
 			continue // gone meanwhile
 		}
 		what, id := "", 0
 		switch {
-		case in[st.Session]:
-			what, id = "session", st.Session
-		case in[st.Pgrp]:
-			what, id = "process group", st.Pgrp
+		case in[sid]:
+			what, id = "session", sid
+		case in[pgrp]:
+			what, id = "process group", pgrp
 		default:
 			continue
 		}
+		comm := "?"
+		if st, err := procfs.ReadStat(pid); err == nil {
+			comm = st.Comm
+		}
 		refused = append(refused, fmt.Errorf("process %d (%s) is in %s %d of the dumped tree but is not part of the tree (an orphaned descendant?): "+
-			"restore could not recreate the %s while it lives; end it, or dump a tree that contains it", pid, st.Comm, what, id, what))
+			"restore could not recreate the %s while it lives; end it, or dump a tree that contains it", pid, comm, what, id, what))
 	}
 	return refused
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // hammer starts short-lived children (each exits at once and is reaped by
@@ -90,5 +92,29 @@ func TestReadAfterReap(t *testing.T) {
 	_, err = f.Read(make([]byte, 4096))
 	if !gone(err) {
 		t.Fatalf("read of a reaped process's stat: %v, want a 'gone' error", err)
+	}
+}
+
+func TestGroups(t *testing.T) {
+	pgrp, sid, err := Groups(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pgrp != unix.Getpgrp() {
+		t.Errorf("pgrp %d, want %d", pgrp, unix.Getpgrp())
+	}
+	want, _ := unix.Getsid(0)
+	if sid != want {
+		t.Errorf("session %d, want %d", sid, want)
+	}
+	st, err := ReadStat(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pgrp, sid, err = Groups(1); err != nil || pgrp != st.Pgrp || sid != st.Session {
+		t.Errorf("Groups(1) = %d, %d, %v; stat says %d, %d", pgrp, sid, err, st.Pgrp, st.Session)
+	}
+	if _, _, err := Groups(1 << 30); !errors.Is(err, ErrNoProcess) {
+		t.Errorf("Groups of no process: %v", err)
 	}
 }

@@ -235,6 +235,20 @@ func (t *tree) run() (res *Result, err error) {
 func (t *tree) seizeTree() error {
 	queue := []int{t.pid}
 	seen := map[int]bool{t.pid: true}
+	enqueueChildren := func(pid int) error {
+		kids, err := procfs.Children(pid)
+		if err != nil {
+			return err
+		}
+		sort.Ints(kids)
+		for _, k := range kids {
+			if !seen[k] {
+				seen[k] = true
+				queue = append(queue, k)
+			}
+		}
+		return nil
+	}
 	for len(queue) > 0 {
 		pid := queue[0]
 		queue = queue[1:]
@@ -260,16 +274,8 @@ func (t *tree) seizeTree() error {
 					t.refusal = &UnsupportedError{pid, fmt.Sprintf("its main thread has exited (pthread_exit) while thread%s %s still run%s; "+
 						"restore cannot recreate a thread group whose leader is gone", plural(len(live)), joinInts(live), verbS(len(live)))}
 				}
-				kids, err := procfs.Children(pid)
-				if err != nil {
+				if err := enqueueChildren(pid); err != nil {
 					return err
-				}
-				sort.Ints(kids)
-				for _, k := range kids {
-					if !seen[k] {
-						seen[k] = true
-						queue = append(queue, k)
-					}
 				}
 				continue
 			}
@@ -299,16 +305,8 @@ func (t *tree) seizeTree() error {
 		}
 		t.procs = append(t.procs, d)
 		t.order = append(t.order, pid)
-		kids, err := procfs.Children(pid)
-		if err != nil {
+		if err := enqueueChildren(pid); err != nil {
 			return err
-		}
-		sort.Ints(kids)
-		for _, k := range kids {
-			if !seen[k] {
-				seen[k] = true
-				queue = append(queue, k)
-			}
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package restore_test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -82,4 +83,66 @@ func TestRoundTripOtherUid(t *testing.T) {
 	require.NoError(t, syscall.Stat(filepath.Join(p.Dir, "home", "new-4"), &fi))
 	require.Equal(t, uint32(65534), fi.Uid, "the file created after the restore belongs to nobody")
 	require.Equal(t, 0, q.Stop(t))
+}
+
+// TestRoundTripOtherUidPython: Debian's python3 with a second thread,
+// started the way a service drops root: prlimit lowers its limits, setpriv
+// sets uid and gid 65534, groups and securebits and execs it. Its cwd is a
+// directory only uid 65534 may write, where both threads count in files.
+func TestRoundTripOtherUidPython(t *testing.T) {
+	testutil.RequireRoot(t)
+	var bins []string
+	for _, name := range []string{"prlimit", "setpriv", "/usr/bin/python3"} {
+		bin, err := exec.LookPath(name)
+		if err != nil {
+			t.Skipf("%s not found", name)
+		}
+		bins = append(bins, bin)
+	}
+	home := filepath.Join(t.TempDir(), "home")
+	require.NoError(t, os.Mkdir(home, 0o700))
+	require.NoError(t, os.Chown(home, 65534, 65534))
+	script := `
+import threading, time
+def count(name, pause):
+    i = 0
+    while True:
+        i += 1
+        with open(name, "a") as f:
+            f.write(f"{i}\n")
+        time.sleep(pause)
+threading.Thread(target=count, args=("t", 0.01), daemon=True).start()
+count("f", 0.02)
+`
+	null, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+	defer null.Close()
+	argv := []string{"prlimit", "--nofile=256:512", "--core=0:0", "--stack=4194304:16777216", "--nproc=3000:4000", "--",
+		bins[1], "--reuid=65534", "--regid=65534", "--groups=100,4242", "--securebits=+noroot,+noroot_locked,+keep_caps_locked", "--",
+		bins[2], "-c", script}
+	pid, err := syscall.ForkExec(bins[0], argv, &syscall.ProcAttr{
+		Dir: home, Env: []string{"PATH=/usr/bin:/bin"}, Files: []uintptr{null.Fd(), null.Fd(), null.Fd()},
+		Sys: &syscall.SysProcAttr{Setsid: true},
+	})
+	require.NoError(t, err)
+	p := testutil.Adopt(t, pid, home)
+	waitNumbers(t, filepath.Join(home, "f"), 3)
+	nt := waitNumbers(t, filepath.Join(home, "t"), 3)
+	before := idView(t, pid)
+	require.Equal(t, "65534	65534	65534	65534", before["Uid"])
+	require.Contains(t, before["limits"], "Max open files            256                  512")
+
+	img := filepath.Join(t.TempDir(), "img")
+	_, err = dump.Run(dump.Options{Pid: pid, Dir: img})
+	require.NoError(t, err)
+	p.Kill()
+	res, err := restore.Run(restore.Options{Dir: img})
+	require.NoError(t, err)
+	require.Equal(t, pid, res.Pid)
+	q := testutil.Adopt(t, pid, home)
+	require.Equal(t, before, idView(t, pid))
+	waitNumbers(t, filepath.Join(home, "t"), nt+10)
+	n := waitNumbers(t, filepath.Join(home, "f"), 3)
+	waitNumbers(t, filepath.Join(home, "f"), n+5)
+	require.True(t, q.Alive())
 }

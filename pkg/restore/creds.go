@@ -91,15 +91,12 @@ func (c *creds) uidChange(img *image.Creds) bool { return !sameIDs(img.Uid, c.ui
 
 func (c *creds) groupsDiffer(img *image.Creds) bool { return !slices.Equal(c.groups, img.Groups) }
 
-// wantSecurebits returns the securebits to set before the uid change
-// (with SECBIT_KEEP_CAPS when a uid change must keep the capabilities),
-// and whether they differ from what the new process has.
-func (c *creds) wantSecurebits(img *image.Creds) (uint32, bool) {
-	sb := img.Securebits
-	if c.uidChange(img) {
-		sb |= secbitKeepCaps
-	}
-	return sb, sb != c.securebits
+// setSecurebits reports whether the image's securebits other than
+// SECBIT_KEEP_CAPS differ from what the new process has, so that they must
+// be set with PR_SET_SECUREBITS (which needs CAP_SETPCAP). SECBIT_KEEP_CAPS
+// alone is PR_SET_KEEPCAPS, which needs no capability.
+func (c *creds) setSecurebits(img *image.Creds) bool {
+	return img.Securebits&^secbitKeepCaps != c.securebits&^secbitKeepCaps
 }
 
 // checkCreds refuses an image whose credentials the process cr starts
@@ -149,17 +146,23 @@ func checkCreds(img *image.Creds, c *creds) error {
 	if x := img.CapInh &^ (c.task.inh | c.task.prm); x != 0 {
 		return fmt.Errorf("the image's inheritable set %#x has capabilities %#x that are neither in cr's inheritable set %#x nor permitted to the process cr starts (%s)", img.CapInh, x, c.task.inh, c.where())
 	}
-	if sb, set := c.wantSecurebits(img); set && !c.has(capSetpcap) {
-		return fmt.Errorf("the image's securebits %#x differ from cr's %#x; setting them needs CAP_SETPCAP, which the process cr starts lacks (%s)", sb, c.securebits, c.where())
+	if c.setSecurebits(img) && !c.has(capSetpcap) {
+		return fmt.Errorf("the image's securebits %#x differ from cr's %#x; setting them needs CAP_SETPCAP, which the process cr starts lacks (%s)", img.Securebits, c.securebits, c.where())
 	}
 	return nil
 }
 
 // restoreCreds drops to the image's credentials, changing only what
 // differs from what the new process inherited (each change may need a
-// capability the image's process does not need): bounding set, securebits
-// (keeping capabilities across a uid change), groups, gids, uids,
-// capabilities, ambient set.
+// capability the image's process does not need): bounding set, keep-caps
+// (so that a uid change keeps the capabilities), groups, gids, uids, then
+// the securebits, capabilities and ambient set. The securebits are set
+// once the ids are in place and exactly as in the image: set before the
+// uid change, SECBIT_KEEP_CAPS_LOCKED would forbid clearing the keep-caps
+// bit the uid change needed (seen with setpriv --securebits
+// +keep_caps_locked). The uid change clears the effective set, so it is
+// raised to the permitted set first: PR_SET_SECUREBITS needs CAP_SETPCAP
+// in effect (capabilities(7), security/commoncap.c cap_task_prctl).
 func (r *restorer) restoreCreds() error {
 	img := &r.proc.Task.Creds
 	c, err := ownCreds()
@@ -174,9 +177,10 @@ func (r *restorer) restoreCreds() error {
 			r.queue(fmt.Sprintf("drop capability %d from the bounding set", cp), unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(cp))
 		}
 	}
-	sb, set := c.wantSecurebits(img)
-	if set {
-		r.queue(fmt.Sprintf("securebits %#x", sb), unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, uintptr(sb))
+	sb := c.securebits // the task's securebits as the steps below go
+	if c.uidChange(img) && sb&secbitKeepCaps == 0 {
+		r.queue("keep capabilities across the uid change", unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1)
+		sb |= secbitKeepCaps
 	}
 	if c.groupsDiffer(img) {
 		b := make([]byte, 0, 4*len(img.Groups)+4)
@@ -193,16 +197,18 @@ func (r *restorer) restoreCreds() error {
 	r.queue("setfsgid", unix.SYS_SETFSGID, uintptr(img.Gid[3]))
 	r.queue("setresuid", unix.SYS_SETRESUID, uintptr(img.Uid[0]), uintptr(img.Uid[1]), uintptr(img.Uid[2]))
 	r.queue("setfsuid", unix.SYS_SETFSUID, uintptr(img.Uid[3]))
-	// struct __user_cap_header_struct, then two __user_cap_data_struct.
-	capb := make([]byte, 0, 32)
-	capb = binary.LittleEndian.AppendUint32(capb, unix.LINUX_CAPABILITY_VERSION_3)
-	capb = binary.LittleEndian.AppendUint32(capb, 0)
-	for _, half := range []int{0, 32} {
-		for _, v := range []uint64{img.CapEff, img.CapPrm, img.CapInh} {
-			capb = binary.LittleEndian.AppendUint32(capb, uint32(v>>half))
+	if c.setSecurebits(img) {
+		if c.uidChange(img) {
+			addr, err := r.stash(capData(c.task.prm, c.task.prm, c.task.inh))
+			if err != nil {
+				return err
+			}
+			r.queue("capset: raise the effective set for the securebits", unix.SYS_CAPSET, addr, addr+8)
 		}
+		r.queue(fmt.Sprintf("securebits %#x", img.Securebits), unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, uintptr(img.Securebits))
+		sb = img.Securebits
 	}
-	addr, err := r.stash(capb)
+	addr, err := r.stash(capData(img.CapEff, img.CapPrm, img.CapInh))
 	if err != nil {
 		return err
 	}
@@ -212,8 +218,24 @@ func (r *restorer) restoreCreds() error {
 			r.queue(fmt.Sprintf("raise ambient capability %d", cp), unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uintptr(cp), 0, 0)
 		}
 	}
-	if set && sb&secbitKeepCaps != 0 && img.Securebits&secbitKeepCaps == 0 {
-		r.queue("clear keep-caps", unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0)
+	if keep := img.Securebits & secbitKeepCaps; sb&secbitKeepCaps != keep {
+		r.queue(fmt.Sprintf("keep-caps %d", keep>>4), unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, uintptr(keep>>4))
 	}
 	return nil
+}
+
+// capData is the argument block of capset(2): a struct
+// __user_cap_header_struct (version 3, pid 0) and two
+// __user_cap_data_struct (effective, permitted, inheritable; low then high
+// 32 bits).
+func capData(eff, prm, inh uint64) []byte {
+	b := make([]byte, 0, 32)
+	b = binary.LittleEndian.AppendUint32(b, unix.LINUX_CAPABILITY_VERSION_3)
+	b = binary.LittleEndian.AppendUint32(b, 0)
+	for _, half := range []int{0, 32} {
+		for _, v := range []uint64{eff, prm, inh} {
+			b = binary.LittleEndian.AppendUint32(b, uint32(v>>half))
+		}
+	}
+	return b
 }

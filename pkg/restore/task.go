@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/cr-tools/cr/pkg/fdinfo"
+	"github.com/cr-tools/cr/pkg/files"
 	"slices"
 	"unsafe"
 
@@ -324,16 +324,16 @@ func (r *restorer) restoreFiles() error {
 // process (files: its descriptions, every fd in place or queued) and returns
 // those instances.
 //
-// An EPOLLONESHOT entry that had fired (fdinfo.Disarmed) must come back
+// An EPOLLONESHOT entry that had fired (files.Disarmed) must come back
 // disarmed, but EPOLL_CTL_ADD and _MOD always add EPOLLERR|EPOLLHUP
 // (do_epoll_ctl, fs/eventpoll.c): it would report a hang-up. So it is
 // added first, alone, with the events its file is ready for now, and made
 // to fire once by an injected epoll_wait, which leaves it with only its
 // private bits (ep_send_events), as dumped. The dump made sure the file was
 // ready for something.
-func (r *restorer) fillEpolls(files []*image.File) ([]*image.File, error) {
+func (r *restorer) fillEpolls(descs []*image.File) ([]*image.File, error) {
 	var epolls []*image.File
-	for _, f := range files {
+	for _, f := range descs {
 		if f.Type == image.FileEpoll && r.t.files[f.ID] == 0 {
 			epolls = append(epolls, f) // not registered by another process that made it
 		}
@@ -357,14 +357,14 @@ func (r *restorer) fillEpolls(files []*image.File) ([]*image.File, error) {
 		epfd := r.fdOf(f.ID)
 		fired := 0
 		for _, t := range f.Epoll {
-			if !fdinfo.Disarmed(t.Events) {
+			if !files.Disarmed(t.Events) {
 				continue
 			}
 			c, err := r.grab(t.Fd)
 			if err != nil {
 				return nil, fmt.Errorf("fd %d: one-shot entry for fd %d: %w", epfd, t.Fd, err)
 			}
-			ready, err := fdinfo.PollNow(c)
+			ready, err := files.PollNow(c)
 			unix.Close(c)
 			if err != nil || ready == 0 {
 				return nil, fmt.Errorf("fd %d: one-shot entry for fd %d that had fired: its file is ready for no event, so it cannot be brought back disarmed (%v)", epfd, t.Fd, err)
@@ -395,7 +395,7 @@ func (r *restorer) fillEpolls(files []*image.File) ([]*image.File, error) {
 	for _, f := range epolls {
 		epfd := r.fdOf(f.ID)
 		for _, t := range f.Epoll {
-			if fdinfo.Disarmed(t.Events) {
+			if files.Disarmed(t.Events) {
 				continue
 			}
 			if err := watch(epfd, t, t.Events); err != nil {
@@ -517,7 +517,7 @@ func (t *treeRestore) crFile(f *image.File) (int, error) {
 			path = t.tty // a shell job gets cr's terminal
 		}
 		if f.Ident.Proc != nil {
-			path = fdinfo.ProcPathString(f.Ident.Proc) // the restored process's (same pid)
+			path = files.ProcPathString(f.Ident.Proc) // the restored process's (same pid)
 		}
 		flags := int(f.Flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
 		if fd, err = unix.Open(path, flags|unix.O_NOCTTY|unix.O_CLOEXEC, 0); err != nil {
@@ -855,7 +855,7 @@ func (r *restorer) readRights(ctl uintptr) (int, error) {
 }
 
 // grab copies the task's fd into cr (pidfd_getfd).
-func (r *restorer) grab(fd int) (int, error) { return fdinfo.CopyFd(r.task.Pid, fd) }
+func (r *restorer) grab(fd int) (int, error) { return files.CopyFd(r.task.Pid, fd) }
 
 // restoreMM sets the mm layout, auxv and exe link (PR_SET_MM_MAP).
 func (r *restorer) restoreMM() error {

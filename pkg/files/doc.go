@@ -1,4 +1,4 @@
-// Package fdinfo reads a process's file descriptor table and open-file
+// Package files reads a process's file descriptor table and open-file
 // state from /proc/PID/fd and /proc/PID/fdinfo: path, open flags, offset,
 // identity, FD_CLOEXEC, and which fds share one open file description
 // (kcmp(2) KCMP_FILE). It also reads cwd and root.
@@ -26,4 +26,4 @@
 //
 // A fired EPOLLONESHOT entry (Disarmed) is refused unless its file is ready
 // for some event: restore brings it back disarmed by letting it fire once.
-package fdinfo
+package files

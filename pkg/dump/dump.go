@@ -72,7 +72,7 @@ type dumper struct {
 	pid     int
 	tr      *ptrace.Tracer
 	files   *files.Collector // shared by the whole tree
-	threads []*thread         // threads[0] is the main thread (tid == pid)
+	threads []*thread        // threads[0] is the main thread (tid == pid)
 	proc    image.Process
 	scratch uintptr // a page of scratch memory in the task while collecting
 	stat    *procfs.Stat

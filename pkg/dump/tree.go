@@ -623,7 +623,7 @@ func (t *tree) dumpShmem(w *image.Writer) error {
 		}
 	}
 	for _, f := range t.files.Files {
-		if f.Type == image.FileMemfd {
+		if f.Shmem != 0 { // a description of a shared memory object (a memfd)
 			pid, fd := t.files.Owner(f.ID)
 			if err := add(f.Shmem, fmt.Sprintf("/proc/%d/fd/%d", pid, fd)); err != nil {
 				return err

@@ -11,6 +11,7 @@ var kinds = []Kind{
 	timerfd{},
 	unixSocket{},
 	epoll{},
+	opath{},
 	memfd{},
 	regular{},
 	dir{},

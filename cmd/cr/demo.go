@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/cr-tools/cr/pkg/dump"
-	"github.com/cr-tools/cr/pkg/image"
+	"github.com/cr-tools/cr/pkg/files"
 	"github.com/cr-tools/cr/pkg/restore"
 	"golang.org/x/sys/unix"
 )
@@ -103,11 +103,11 @@ func cmdDemo(args []string) error {
 	fmt.Printf("   its last lines, unchanged half a second later: %s\n", strings.Join(tail(logPath, 2), " | "))
 
 	step("cr show -i %s", img)
-	ck, err := image.Load(img)
+	ck, err := files.Load(img)
 	if err != nil {
 		return err
 	}
-	image.WriteSummary(indent{os.Stdout}, ck)
+	files.WriteSummary(indent{os.Stdout}, ck)
 
 	step("cr restore -i %s", img)
 	rres, err := restore.Run(restore.Options{Dir: img})

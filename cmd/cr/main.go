@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/cr-tools/cr/pkg/dump"
+	"github.com/cr-tools/cr/pkg/files"
 	"github.com/cr-tools/cr/pkg/image"
 )
 
@@ -185,7 +186,7 @@ func cmdShow(args []string) error {
 	if *dir == "" {
 		return &usageError{"show: -i DIR is required"}
 	}
-	c, err := image.Load(*dir)
+	c, err := files.Load(*dir)
 	if err != nil {
 		return err
 	}
@@ -203,6 +204,6 @@ func cmdShow(args []string) error {
 	if *js {
 		return image.WriteJSON(os.Stdout, c)
 	}
-	image.WriteSummary(os.Stdout, c)
+	files.WriteSummary(os.Stdout, c)
 	return nil
 }

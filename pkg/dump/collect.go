@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/cr-tools/cr/pkg/fdinfo"
+	"github.com/cr-tools/cr/pkg/files"
 	"github.com/cr-tools/cr/pkg/image"
 	"github.com/cr-tools/cr/pkg/memdump"
 	"github.com/cr-tools/cr/pkg/parasite"
@@ -59,7 +59,7 @@ func (d *dumper) collectStatic() (refused []error, err error) {
 	}
 	fds, err := d.files.Add(pid)
 	if err != nil {
-		if !fdinfo.IsRefusal(err) {
+		if !files.IsRefusal(err) {
 			return nil, err
 		}
 		refused = append(refused, refusals(pid, err)...)

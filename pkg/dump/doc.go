@@ -10,4 +10,7 @@
 // is read back and checked with restore.Check: an image restore would
 // refuse fails the dump instead. Closing Options.Abort (cmd/cr does on
 // SIGINT and SIGTERM) undoes a dump in progress the same way.
+//
+// Open files are read by one files.Collector for the whole tree; what each
+// kind of file saves is in its file of pkg/files.
 package dump

@@ -3,7 +3,7 @@ package dump
 import (
 	"errors"
 	"fmt"
-	"github.com/cr-tools/cr/pkg/fdinfo"
+	"github.com/cr-tools/cr/pkg/files"
 	"io"
 	"strings"
 	"time"
@@ -71,8 +71,8 @@ type dumper struct {
 	opt     Options
 	pid     int
 	tr      *ptrace.Tracer
-	files   *fdinfo.Collector // shared by the whole tree
-	threads []*thread         // threads[0] is the main thread (tid == pid)
+	files   *files.Collector // shared by the whole tree
+	threads []*thread        // threads[0] is the main thread (tid == pid)
 	proc    image.Process
 	scratch uintptr // a page of scratch memory in the task while collecting
 	stat    *procfs.Stat

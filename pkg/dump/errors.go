@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/cr-tools/cr/pkg/fdinfo"
+	"github.com/cr-tools/cr/pkg/files"
 	"github.com/cr-tools/cr/pkg/memdump"
 )
 
@@ -55,10 +55,10 @@ func (e *RefusedError) Error() string {
 func (e *RefusedError) Unwrap() []error { return e.Reasons }
 
 // isRefusal tells whether err is state cr cannot save (memdump's or
-// fdinfo's refusals), as opposed to a failure to read it.
+// pkg/files' refusals), as opposed to a failure to read it.
 func isRefusal(err error) bool {
 	var me *memdump.UnsupportedError
-	return errors.As(err, &me) || fdinfo.IsRefusal(err)
+	return errors.As(err, &me) || files.IsRefusal(err)
 }
 
 // refusals turns err, a refusal or several joined (errors.Join), into the
@@ -71,7 +71,7 @@ func refusals(pid int, err error) []error {
 		}
 		return out
 	}
-	var te *fdinfo.TTYError
+	var te *files.TTYError
 	if errors.As(err, &te) {
 		return []error{&ShellJobError{pid, fmt.Sprintf("has the terminal %s open at fd %d", te.Path, te.Fd)}}
 	}
@@ -80,7 +80,7 @@ func refusals(pid int, err error) []error {
 
 func unsupported(pid int, err error) error {
 	var me *memdump.UnsupportedError
-	var fe *fdinfo.UnsupportedError
+	var fe *files.UnsupportedError
 	switch {
 	case errors.As(err, &me):
 		return &UnsupportedError{pid, me.What}

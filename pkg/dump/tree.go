@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/cr-tools/cr/internal/cpu"
-	"github.com/cr-tools/cr/pkg/fdinfo"
+	"github.com/cr-tools/cr/pkg/files"
 	"github.com/cr-tools/cr/pkg/image"
 	"github.com/cr-tools/cr/pkg/memdump"
 	"github.com/cr-tools/cr/pkg/procfs"
@@ -27,7 +27,7 @@ type tree struct {
 	opt     Options
 	pid     int // the root
 	tr      *ptrace.Tracer
-	files   *fdinfo.Collector
+	files   *files.Collector
 	procs   []*dumper       // live processes, parents before children
 	zombies []image.Process // processes that had exited but were not reaped
 	order   []int           // every pid, parents before children
@@ -87,7 +87,7 @@ func (t *tree) run() (res *Result, err error) {
 			return nil, err
 		}
 	}
-	t.files = fdinfo.NewCollector(t.opt.ShellJob)
+	t.files = files.NewCollector(t.opt.ShellJob)
 	t.tr = ptrace.NewTracer()
 	t.tr.Timeout = t.opt.Timeout
 	defer t.tr.Close()
@@ -138,7 +138,7 @@ func (t *tree) run() (res *Result, err error) {
 		refused = append(refused, r...)
 	}
 	if err := t.files.Finish(); err != nil {
-		if !fdinfo.IsRefusal(err) {
+		if !files.IsRefusal(err) {
 			return nil, err
 		}
 		refused = append(refused, refusals(pid, err)...)
@@ -621,7 +621,7 @@ func (t *tree) dumpShmem(w *image.Writer) error {
 		}
 	}
 	for _, f := range t.files.Files {
-		if f.Type == image.FileMemfd {
+		if f.Shmem != 0 { // a description of a shared memory object (a memfd)
 			pid, fd := t.files.Owner(f.ID)
 			if err := add(f.Shmem, fmt.Sprintf("/proc/%d/fd/%d", pid, fd)); err != nil {
 				return err

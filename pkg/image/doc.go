@@ -14,4 +14,9 @@
 // Readers refuse an unknown major version, a wrong magic or kind, a bad
 // checksum, an oversized length (checked before allocating) and trailing
 // bytes, with errors that say which file and which offset.
+//
+// Load checks what concerns every record; what a file record of each type
+// holds is checked by its kind in pkg/files (files.Load = Load + each
+// kind's Validate), which also names the descriptions in `cr show`
+// (WriteSummaryWith).
 package image

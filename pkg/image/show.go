@@ -16,8 +16,16 @@ func WriteJSON(w io.Writer, c *Checkpoint) error {
 	return enc.Encode(c)
 }
 
-// WriteSummary renders a human summary of the checkpoint.
-func WriteSummary(w io.Writer, c *Checkpoint) {
+// WriteSummary renders a human summary of the checkpoint, naming each
+// open file description by its path (or link text) at the dump.
+func WriteSummary(w io.Writer, c *Checkpoint) { WriteSummaryWith(w, c, nil) }
+
+// WriteSummaryWith is WriteSummary with each open file description named
+// by describe (nil: its path); pkg/files passes its kinds' names.
+func WriteSummaryWith(w io.Writer, c *Checkpoint, describe func(*File) string) {
+	if describe == nil {
+		describe = func(f *File) string { return f.Ident.Path }
+	}
 	inv := &c.Inventory
 	fmt.Fprintf(w, "image format %d.%d, written by cr %s at %s\n", inv.FormatMajor, inv.FormatMinor, inv.CRVersion, inv.DumpTime)
 	fmt.Fprintf(w, "kernel %s %s (%s), cpu %s xfeatures %#x xsave %d bytes\n",
@@ -94,7 +102,7 @@ func WriteSummary(w io.Writer, c *Checkpoint) {
 			if f.External != "" {
 				ce += " external " + f.External
 			}
-			fmt.Fprintf(w, "    %3d %-3s %s flags %#o pos %d (file %d)%s\n", fd.Fd, f.Type, f.Ident.Path, f.Flags, f.Pos, f.ID, ce)
+			fmt.Fprintf(w, "    %3d %-3s %s flags %#o pos %d (file %d)%s\n", fd.Fd, f.Type, describe(f), f.Flags, f.Pos, f.ID, ce)
 		}
 	}
 }

@@ -400,7 +400,7 @@ func (r *restorer) mapVMAs(keep map[int]bool) error {
 		}
 		fd := ^uintptr(0)
 		if v.Shmem != 0 {
-			obj, err := r.t.crShmem(v.Shmem)
+			obj, err := r.t.Shmem(v.Shmem)
 			if err != nil {
 				return fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
 			}

@@ -1,11 +1,13 @@
 package restore
 
 import (
+	"github.com/cr-tools/cr/pkg/files"
 	"github.com/cr-tools/cr/pkg/image"
 )
 
-// Check loads the image in dir with restore's own loader (image.Load: the
-// framing, every record, the page maps against the pages files' sizes) and
+// Check loads the image in dir with restore's own loader (files.Load: the
+// framing, every record, the page maps against the pages files' sizes, each
+// file record checked by its kind) and
 // runs every check Run makes before it creates anything (validate), except
 // those that need the dumped processes gone or depend on who restores:
 //
@@ -20,11 +22,12 @@ import (
 // resumes the target (invariant 2 of docs/DESIGN.md). It returns the loaded
 // image, or the error restore would fail with.
 func Check(dir string) (*image.Checkpoint, error) {
-	ck, err := image.Load(dir)
+	ck, err := files.Load(dir)
 	if err != nil {
 		return nil, err
 	}
 	t := &treeRestore{opt: Options{Dir: dir, ShellJob: ck.Inventory.Options.ShellJob}, ck: ck, checkOnly: true}
+	t.open = files.NewOpener(t, ck)
 	if err := t.validate(); err != nil {
 		return nil, err
 	}

@@ -16,4 +16,12 @@
 // Everything that can be checked is checked before anything is created
 // (format, kernel, CPU features, file identities, the PID). Any failure
 // kills the half-built process; PTRACE_O_EXITKILL does the same if cr dies.
+//
+// Open files: the fd table is rebuilt here (task.go: PlanFds numbers the
+// fds, restoreFiles sends each description over the SCM_RIGHTS transport
+// and dup3s it into place, lifting the NOFILE limit meanwhile), but no kind
+// of file is known by name: each is made by its kind in pkg/files, through a
+// files.Opener to which the tree restore is the files.Env (log, terminal,
+// shared memory objects, inherited descriptors) and each process a
+// files.Task (injected syscalls).
 package restore

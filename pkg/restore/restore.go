@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cr-tools/cr/pkg/files"
 	"github.com/cr-tools/cr/pkg/image"
 	"github.com/cr-tools/cr/pkg/parasite"
 	"github.com/cr-tools/cr/pkg/ptrace"
@@ -67,12 +68,12 @@ func Run(opt Options) (*Result, error) {
 	}
 	opt.Dir = dir
 	start := time.Now()
-	ck, err := image.Load(dir)
+	ck, err := files.Load(dir)
 	if err != nil {
 		return nil, err
 	}
-	t := &treeRestore{opt: opt, ck: ck, byPid: map[int]*restorer{}, files: map[int]int{}, pipes: map[uint64][2]int{}, shmem: map[uint64]int{},
-		socks: map[uint64]int{}, closedPeers: map[uint64]int{}, fifos: map[uint64]int{}}
+	t := &treeRestore{opt: opt, ck: ck, byPid: map[int]*restorer{}, shmem: map[uint64]int{}}
+	t.open = files.NewOpener(t, ck)
 	defer t.closeFiles()
 	if err := t.validate(); err != nil {
 		return nil, err
@@ -117,15 +118,31 @@ type treeRestore struct {
 	// processes still live; the checks that need them gone are skipped.
 	checkOnly bool
 
-	crEnd int               // cr's end of the fd transport (SCM_RIGHTS)
-	files map[int]int       // file id -> cr's own fd of that open file description
-	pipes map[uint64][2]int // pipe id -> cr's fds of both ends
-	shmem map[uint64]int    // shared memory object id -> cr's fd of it
+	crEnd int            // cr's end of the fd transport (SCM_RIGHTS)
+	open  *files.Opener  // cr's own fds of the open file descriptions
+	shmem map[uint64]int // shared memory object id -> cr's fd of it
+}
 
-	fifos       map[uint64]int // FIFO inode -> cr's read-write fd, kept open
-	socks       map[uint64]int // unix socket inode -> cr's fd of that end
-	closedPeers map[uint64]int // socket inode -> the other end, to close
-	shutdowns   [][2]int       // cr's socket fd, shutdown mask to apply
+// made reports whether cr has (made or copied) file id.
+func (t *treeRestore) made(id int) bool {
+	_, ok := t.open.Have(id)
+	return ok
+}
+
+// Logf reports progress (-v; files.Env).
+func (t *treeRestore) Logf(format string, args ...any) { t.logf(format, args...) }
+
+// Terminal names cr's terminal for the tty fds of a shell job, found once
+// (files.Env); "" while only checking an image.
+func (t *treeRestore) Terminal() (string, error) {
+	if t.tty == "" && !t.checkOnly {
+		tty, err := ownTerminal()
+		if err != nil {
+			return "", err
+		}
+		t.tty = tty
+	}
+	return t.tty, nil
 }
 
 type restorer struct {
@@ -229,12 +246,10 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 	if err := t.sealShmem(); err != nil {
 		return 0, err
 	}
-	// Sockets are shut down once every queued message is in.
-	for _, sd := range t.shutdowns {
-		how := map[int]int{1: unix.SHUT_RD, 2: unix.SHUT_WR, 3: unix.SHUT_RDWR}[sd[1]]
-		if err := unix.Shutdown(sd[0], how); err != nil {
-			return 0, fmt.Errorf("shutdown socket: %w", err)
-		}
+	// What the kinds do once every process is built (sockets are shut
+	// down once every queued message is in).
+	if err := t.open.Finish(); err != nil {
+		return 0, err
 	}
 	// Zombies exit last: their parents are complete, their SIGCHLD is drained.
 	for _, r := range t.procs {
@@ -317,23 +332,10 @@ func (t *treeRestore) killAll() {
 
 // closeFiles closes cr's own copies of the restored open files.
 func (t *treeRestore) closeFiles() {
-	for _, fd := range t.files {
-		unix.Close(fd)
-	}
-	for _, p := range t.pipes {
-		unix.Close(p[0])
-		unix.Close(p[1])
+	if t.open != nil {
+		t.open.Close()
 	}
 	for _, fd := range t.shmem {
-		unix.Close(fd)
-	}
-	for _, fd := range t.socks {
-		unix.Close(fd)
-	}
-	for _, fd := range t.closedPeers {
-		unix.Close(fd)
-	}
-	for _, fd := range t.fifos {
 		unix.Close(fd)
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/cr-tools/cr/pkg/fdinfo"
+	"github.com/cr-tools/cr/pkg/files"
 	"slices"
 	"unsafe"
 
@@ -206,7 +206,8 @@ func (r *restorer) restoreFiles() error {
 		batch = batch[:0]
 		return nil
 	}
-	at := map[int]int{} // file id -> fd where it is installed
+	at := map[int]int{}    // file id -> fd where it is installed
+	var made []*image.File // descriptions made in this task (files.InTask)
 	const perBatch = 64
 	for _, e := range fds {
 		if e.Fd == plan.Last {
@@ -230,11 +231,13 @@ func (r *restorer) restoreFiles() error {
 			cloexec = unix.O_CLOEXEC
 		}
 		a := &arrival{fd: land}
-		if f.Type == image.FileEpoll && r.t.files[f.ID] == 0 {
+		if mk, ok := files.ByType(f.Type).(files.InTask); ok && !r.t.made(f.ID) && f.External == "" {
 			a.made = true
-			r.queueResult(fmt.Sprintf("fd %d: epoll_create1", e.Fd), &a.result, unix.SYS_EPOLL_CREATE1, cloexec)
+			made = append(made, f)
+			nr, args := mk.Call(f, cloexec != 0)
+			r.queueResult(fmt.Sprintf("fd %d: make %s", e.Fd, f.Type), &a.result, nr, args...)
 		} else {
-			crfd, err := r.t.crFile(f)
+			crfd, err := r.t.open.Open(f)
 			if err != nil {
 				return fmt.Errorf("fd %d: %w", e.Fd, err)
 			}
@@ -283,23 +286,8 @@ func (r *restorer) restoreFiles() error {
 		r.queue("close the fd transport", unix.SYS_CLOSE, uintptr(r.transport))
 	}
 	r.transport = -1
-	var mine []*image.File // the descriptions of this process
-	for i := range r.ck.Files {
-		if _, ok := at[r.ck.Files[i].ID]; ok {
-			mine = append(mine, &r.ck.Files[i])
-		}
-	}
-	epolls, err := r.fillEpolls(mine)
-	if err != nil {
+	if err := r.fixFiles(at, made); err != nil {
 		return err
-	}
-	// Other processes that share an epoll instance made here get it from cr.
-	for _, f := range epolls {
-		fd, err := r.grab(r.fdOf(f.ID))
-		if err != nil {
-			return err
-		}
-		r.t.files[f.ID] = fd
 	}
 	// cwd, then root (paths are resolved against cr's root until then).
 	p, err := r.putString(0, r.proc.FS.Cwd.Path)
@@ -320,90 +308,62 @@ func (r *restorer) restoreFiles() error {
 	return nil
 }
 
-// fillEpolls fills the interest lists of the epoll instances made in this
-// process (files: its descriptions, every fd in place or queued) and returns
-// those instances.
-//
-// An EPOLLONESHOT entry that had fired (fdinfo.Disarmed) must come back
-// disarmed, but EPOLL_CTL_ADD and _MOD always add EPOLLERR|EPOLLHUP
-// (do_epoll_ctl, fs/eventpoll.c): it would report a hang-up. So it is
-// added first, alone, with the events its file is ready for now, and made
-// to fire once by an injected epoll_wait, which leaves it with only its
-// private bits (ep_send_events), as dumped. The dump made sure the file was
-// ready for something.
-func (r *restorer) fillEpolls(files []*image.File) ([]*image.File, error) {
-	var epolls []*image.File
-	for _, f := range files {
-		if f.Type == image.FileEpoll && r.t.files[f.ID] == 0 {
-			epolls = append(epolls, f) // not registered by another process that made it
+// fixFiles runs, once every fd of the process is in place, the fix-ups of
+// the kinds that need other files first (files.Fixer: epoll interest
+// lists), each with its descriptions that this process made (files.InTask)
+// or, for kinds made by cr, holds; at maps file ids to their fds here. The
+// descriptions made here are then copied into cr for the other processes
+// that hold them.
+func (r *restorer) fixFiles(at map[int]int, made []*image.File) error {
+	if err := r.flush(); err != nil { // every fd in place
+		return err
+	}
+	isMade := map[int]bool{}
+	for _, f := range made {
+		isMade[f.ID] = true
+	}
+	tf := taskFiles{r}
+	for _, k := range files.Kinds() {
+		fx, ok := k.(files.Fixer)
+		if !ok {
+			continue
+		}
+		_, inTask := k.(files.InTask)
+		var mine []*image.File
+		for i := range r.ck.Files {
+			f := &r.ck.Files[i]
+			if _, here := at[f.ID]; here && f.Type == k.Type() && (!inTask || isMade[f.ID]) {
+				mine = append(mine, f)
+			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		if err := fx.Fix(tf, mine); err != nil {
+			return err
 		}
 	}
-	if err := r.flush(); err != nil { // every fd in place
-		return nil, err
-	}
-	watch := func(epfd int, t image.EpollTarget, events uint32) error {
-		// struct epoll_event is packed on x86-64: u32 events, u64 data.
-		ev := make([]byte, 12)
-		binary.LittleEndian.PutUint32(ev, events)
-		binary.LittleEndian.PutUint64(ev[4:], t.Data)
-		addr, err := r.stash(ev)
+	for _, f := range made {
+		fd, err := r.grab(r.fdOf(f.ID))
 		if err != nil {
 			return err
 		}
-		r.queue(fmt.Sprintf("fd %d: watch fd %d with epoll", epfd, t.Fd), unix.SYS_EPOLL_CTL, uintptr(epfd), unix.EPOLL_CTL_ADD, uintptr(t.Fd), addr)
-		return nil
+		r.t.open.Set(f.ID, fd)
 	}
-	for _, f := range epolls {
-		epfd := r.fdOf(f.ID)
-		fired := 0
-		for _, t := range f.Epoll {
-			if !fdinfo.Disarmed(t.Events) {
-				continue
-			}
-			c, err := r.grab(t.Fd)
-			if err != nil {
-				return nil, fmt.Errorf("fd %d: one-shot entry for fd %d: %w", epfd, t.Fd, err)
-			}
-			ready, err := fdinfo.PollNow(c)
-			unix.Close(c)
-			if err != nil || ready == 0 {
-				return nil, fmt.Errorf("fd %d: one-shot entry for fd %d that had fired: its file is ready for no event, so it cannot be brought back disarmed (%v)", epfd, t.Fd, err)
-			}
-			if err := watch(epfd, t, t.Events|uint32(uint16(ready))); err != nil {
-				return nil, err
-			}
-			fired++
-		}
-		if fired == 0 {
-			continue
-		}
-		if err := r.flush(); err != nil {
-			return nil, err
-		}
-		buf, err := r.put(0, make([]byte, 12*(fired+1)))
-		if err != nil {
-			return nil, err
-		}
-		n, err := r.sys(unix.SYS_EPOLL_WAIT, uintptr(epfd), buf, uintptr(fired+1), 0)
-		if err != nil {
-			return nil, fmt.Errorf("fd %d: fire one-shot entries (epoll_wait): %w", epfd, err)
-		}
-		if int(n) != fired {
-			return nil, fmt.Errorf("fd %d: %d of %d one-shot entries fired: they cannot be brought back disarmed", epfd, n, fired)
-		}
-	}
-	for _, f := range epolls {
-		epfd := r.fdOf(f.ID)
-		for _, t := range f.Epoll {
-			if fdinfo.Disarmed(t.Events) {
-				continue
-			}
-			if err := watch(epfd, t, t.Events); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return epolls, r.flush()
+	return nil
+}
+
+// taskFiles is the process being rebuilt as the kinds see it (files.Task).
+type taskFiles struct{ r *restorer }
+
+func (t taskFiles) Pid() int                                       { return t.r.task.Pid }
+func (t taskFiles) FdOf(id int) int                                { return t.r.fdOf(id) }
+func (t taskFiles) Queue(what string, nr uintptr, args ...uintptr) { t.r.queue(what, nr, args...) }
+func (t taskFiles) Flush() error                                   { return t.r.flush() }
+func (t taskFiles) Stash(b []byte) (uintptr, error)                { return t.r.stash(b) }
+func (t taskFiles) Put(b []byte) (uintptr, error)                  { return t.r.put(0, b) }
+func (t taskFiles) Sys(nr uintptr, args ...uintptr) (uintptr, error) {
+	return t.r.sys(nr, args...)
 }
 
 // fdOf returns an fd number that holds file id in the image.
@@ -416,132 +376,11 @@ func (r *restorer) fdOf(id int) int {
 	return -1
 }
 
-// crFile returns cr's own fd of the open file description f, making it the
-// first time.
-func (t *treeRestore) crFile(f *image.File) (int, error) {
-	if fd, ok := t.files[f.ID]; ok {
-		return fd, nil
-	}
-	var fd int
-	var err error
-	if f.External != "" {
-		return t.crExternal(f)
-	}
-	switch f.Type {
-	case image.FilePipe:
-		ends, ok := t.pipes[f.Pipe.ID]
-		if !ok {
-			var p [2]int
-			if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-				return 0, fmt.Errorf("pipe2: %w", err)
-			}
-			ends = p
-			t.pipes[f.Pipe.ID] = ends
-			if f.Pipe.Size > 0 {
-				if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, f.Pipe.Size); err != nil {
-					return 0, fmt.Errorf("pipe size %d: %w", f.Pipe.Size, err)
-				}
-			}
-		}
-		fd = ends[0]
-		if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
-			fd = ends[1]
-		}
-		if err := fillPipe(ends[1], f.Pipe, "pipe"); err != nil {
-			return 0, err
-		}
-		// The pipe's fds belong to t.pipes; t.files gets a dup.
-		if fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
-			return 0, err
-		}
-		err = setFlags(fd, f.Flags)
-	case image.FileEventfd:
-		flags := unix.EFD_CLOEXEC
-		if f.Eventfd.Semaphore {
-			flags |= unix.EFD_SEMAPHORE
-		}
-		if fd, err = unix.Eventfd(0, flags); err != nil {
-			return 0, fmt.Errorf("eventfd: %w", err)
-		}
-		if f.Eventfd.Count > 0 {
-			if _, err = unix.Write(fd, le64(f.Eventfd.Count)); err != nil {
-				unix.Close(fd)
-				return 0, fmt.Errorf("set eventfd counter: %w", err)
-			}
-		}
-		err = setFlags(fd, f.Flags)
-	case image.FileTimerfd:
-		tf := f.Timerfd
-		if fd, err = unix.TimerfdCreate(tf.Clock, unix.TFD_CLOEXEC); err != nil {
-			return 0, fmt.Errorf("timerfd_create: %w", err)
-		}
-		value := tf.ValueNs
-		if value == 0 && tf.IntervalNs != 0 {
-			value = tf.IntervalNs // expired while frozen: re-armed on read; start the next period
-		}
-		// Relative: the time left at the dump is the time left now.
-		its := unix.ItimerSpec{Interval: unix.NsecToTimespec(tf.IntervalNs), Value: unix.NsecToTimespec(value)}
-		if err = unix.TimerfdSettime(fd, 0, &its, nil); err == nil && tf.Ticks > 0 {
-			ticks := tf.Ticks
-			if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), tfdIocSetTicks, uintptr(unsafe.Pointer(&ticks))); e != 0 {
-				err = fmt.Errorf("timerfd ticks (TFD_IOC_SET_TICKS): %w", e)
-			}
-		}
-		if err == nil {
-			err = setFlags(fd, f.Flags)
-		}
-	case image.FileFIFO:
-		if fd, err = t.crFIFO(f); err != nil {
-			return 0, err
-		}
-	case image.FileUnix:
-		if fd, err = t.crSocket(f); err != nil {
-			return 0, err
-		}
-		err = setFlags(fd, f.Flags)
-	case image.FileMemfd:
-		obj, oerr := t.crShmem(f.Shmem)
-		if oerr != nil {
-			return 0, oerr
-		}
-		// A description of its own: reopen the object through /proc.
-		if fd, err = unix.Open(fmt.Sprintf("/proc/self/fd/%d", obj), int(f.Flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC)|unix.O_CLOEXEC, 0); err != nil {
-			return 0, fmt.Errorf("reopen memfd: %w", err)
-		}
-		if f.Pos != 0 {
-			_, err = unix.Seek(fd, f.Pos, 0)
-		}
-	default:
-		path := f.Ident.Path
-		if f.Type == image.FileTTY {
-			path = t.tty // a shell job gets cr's terminal
-		}
-		if f.Ident.Proc != nil {
-			path = fdinfo.ProcPathString(f.Ident.Proc) // the restored process's (same pid)
-		}
-		flags := int(f.Flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
-		if fd, err = unix.Open(path, flags|unix.O_NOCTTY|unix.O_CLOEXEC, 0); err != nil {
-			return 0, fmt.Errorf("open %s: %w", path, err)
-		}
-		if f.Type == image.FileReg && f.Pos != 0 {
-			if _, err = unix.Seek(fd, f.Pos, 0); err != nil {
-				err = fmt.Errorf("seek %s to %d: %w", path, f.Pos, err)
-			}
-		}
-	}
-	if err != nil {
-		unix.Close(fd)
-		return 0, err
-	}
-	t.files[f.ID] = fd
-	return fd, nil
-}
-
 // crShmem returns cr's fd of a shared memory object, making it (with its
 // contents) the first time: MAP_SHARED anonymous memory is made the way the
 // process made it, so that /proc/PID/maps shows "/dev/zero (deleted)"
 // again: cr maps it itself and keeps the object through map_files.
-func (t *treeRestore) crShmem(id uint64) (int, error) {
+func (t *treeRestore) Shmem(id uint64) (int, error) {
 	if fd, ok := t.shmem[id]; ok {
 		return fd, nil
 	}
@@ -623,187 +462,6 @@ func (t *treeRestore) sealShmem() error {
 	return nil
 }
 
-// tfdIocSetTicks is TFD_IOC_SET_TICKS, _IOW('T', 0, u64).
-const tfdIocSetTicks = 0x40085400
-
-// crFIFO opens a FIFO description by path. The first time, cr opens the
-// FIFO read-write and non-blocking itself (so that no open blocks waiting
-// for a peer) and puts back the bytes that sat in it; that fd is kept until
-// the restore ends.
-func (t *treeRestore) crFIFO(f *image.File) (int, error) {
-	if _, ok := t.fifos[f.Pipe.ID]; !ok {
-		keep, err := unix.Open(f.Ident.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return 0, fmt.Errorf("open FIFO %s: %w", f.Ident.Path, err)
-		}
-		t.fifos[f.Pipe.ID] = keep
-		if f.Pipe.Size > 0 {
-			if _, err := unix.FcntlInt(uintptr(keep), unix.F_SETPIPE_SZ, f.Pipe.Size); err != nil {
-				return 0, fmt.Errorf("FIFO size %d: %w", f.Pipe.Size, err)
-			}
-		}
-		if err := fillPipe(keep, f.Pipe, "FIFO "+f.Ident.Path); err != nil {
-			return 0, err
-		}
-	}
-	// open(2) refuses O_DIRECT on a FIFO (packet mode is set by fcntl):
-	// setFlags puts it on.
-	fd, err := unix.Open(f.Ident.Path, int(f.Flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_DIRECT)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, fmt.Errorf("open FIFO %s: %w", f.Ident.Path, err)
-	}
-	if err := setFlags(fd, f.Flags); err != nil {
-		unix.Close(fd)
-		return 0, err
-	}
-	return fd, nil
-}
-
-// crSocket makes the socketpair of a unix socket of the image (the first
-// of its two ends to come), queues the messages the socket had waiting (sent
-// through its peer), and returns a new fd of this end.
-func (t *treeRestore) crSocket(f *image.File) (int, error) {
-	u := f.Unix
-	if _, ok := t.socks[u.Ino]; !ok {
-		sp, err := unix.Socketpair(unix.AF_UNIX, u.Type|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return 0, fmt.Errorf("socketpair: %w", err)
-		}
-		t.socks[u.Ino] = sp[0]
-		if u.Peer != 0 {
-			t.socks[u.Peer] = sp[1]
-		} else {
-			t.closedPeers[u.Ino] = sp[1] // the peer was closed: close it once the queue is in
-		}
-	}
-	me := t.socks[u.Ino]
-	peer, ok := t.socks[u.Peer]
-	if u.Peer == 0 {
-		peer, ok = t.closedPeers[u.Ino]
-	}
-	if len(u.Queue) > 0 {
-		if !ok {
-			return 0, fmt.Errorf("image is inconsistent: no peer for socket:[%d]", u.Ino)
-		}
-		// Let the queue in whatever the buffers' sizes are now; the sender's
-		// buffer is put back right after.
-		total := 0
-		for _, m := range u.Queue {
-			total += len(m) + 1024
-		}
-		if cur, err := unix.GetsockoptInt(peer, unix.SOL_SOCKET, unix.SO_SNDBUF); err == nil && cur < 2*total {
-			unix.SetsockoptInt(peer, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 2*total)
-			defer unix.SetsockoptInt(peer, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, cur/2) // the kernel doubles it
-		}
-		for _, m := range u.Queue {
-			if _, err := unix.SendmsgN(peer, m, nil, nil, unix.MSG_DONTWAIT); err != nil {
-				return 0, fmt.Errorf("queue %d bytes on socket:[%d]: %w (the queue no longer fits)", len(m), u.Ino, err)
-			}
-		}
-	}
-	// The buffer sizes the process had (the kernel doubles what is set).
-	if u.SndBuf > 0 {
-		unix.SetsockoptInt(me, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, u.SndBuf/2)
-	}
-	if u.RcvBuf > 0 {
-		unix.SetsockoptInt(me, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, u.RcvBuf/2)
-	}
-	if u.Shutdown != 0 {
-		t.shutdowns = append(t.shutdowns, [2]int{me, u.Shutdown})
-	}
-	return unix.FcntlInt(uintptr(me), unix.F_DUPFD_CLOEXEC, 0)
-}
-
-// fillPipe puts a pipe's saved bytes back through its write end fd: stream
-// bytes as they come, each packet (image.PipeChunk) by one write in packet
-// mode (O_DIRECT), so that a read gets it back whole and alone.
-func fillPipe(fd int, p *image.Pipe, what string) error {
-	if len(p.Chunks) == 0 {
-		return fillNonblock(fd, p.Data, what)
-	}
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
-	data := p.Data
-	for _, c := range p.Chunks {
-		if c.Len <= 0 || c.Len > len(data) || (c.Packet && c.Len > pageSize) {
-			return fmt.Errorf("image is inconsistent: %s: a chunk of %d bytes in %d saved bytes", what, c.Len, len(data))
-		}
-		mode := fl &^ unix.O_DIRECT
-		if c.Packet {
-			mode = fl | unix.O_DIRECT
-		}
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, mode); err != nil {
-			return fmt.Errorf("%s: packet mode: %w", what, err)
-		}
-		if !c.Packet {
-			if err := fillNonblock(fd, data[:c.Len], what); err != nil {
-				return err
-			}
-		} else if err := writePacket(fd, data[:c.Len], what); err != nil {
-			return err
-		}
-		data = data[c.Len:]
-	}
-	if len(data) != 0 {
-		return fmt.Errorf("image is inconsistent: %s: %d saved bytes in no chunk", what, len(data))
-	}
-	return nil
-}
-
-// writePacket writes one packet into a packet-mode pipe without blocking.
-func writePacket(fd int, b []byte, what string) error {
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil {
-		return err
-	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
-		return err
-	}
-	n, err := unix.Write(fd, b)
-	if err == nil && n != len(b) {
-		err = fmt.Errorf("short write (%d bytes)", n)
-	}
-	if err != nil {
-		return fmt.Errorf("fill %s with a saved packet of %d bytes: %w", what, len(b), err)
-	}
-	return nil
-}
-
-// fillNonblock writes data into a pipe without ever blocking: data that
-// does not fit is an error, not a hang.
-func fillNonblock(fd int, data []byte, what string) error {
-	if len(data) == 0 {
-		return nil
-	}
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil {
-		return err
-	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
-		return err
-	}
-	defer unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
-	for len(data) > 0 {
-		n, err := unix.Write(fd, data)
-		if err != nil {
-			return fmt.Errorf("fill %s with its %d saved bytes: %w", what, len(data), err)
-		}
-		data = data[n:]
-	}
-	return nil
-}
-
-// setFlags sets the status flags (O_NONBLOCK, ...) of an open file.
-func setFlags(fd int, flags uint32) error {
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, int(flags)); err != nil {
-		return fmt.Errorf("set flags %#o: %w", flags, err)
-	}
-	return nil
-}
-
 // receive sends cr's fd crfd to the task over the fd transport (SCM_RIGHTS)
 // and returns the fd number it got there.
 func (r *restorer) receive(crfd int) (int, error) {
@@ -855,7 +513,7 @@ func (r *restorer) readRights(ctl uintptr) (int, error) {
 }
 
 // grab copies the task's fd into cr (pidfd_getfd).
-func (r *restorer) grab(fd int) (int, error) { return fdinfo.CopyFd(r.task.Pid, fd) }
+func (r *restorer) grab(fd int) (int, error) { return files.CopyFd(r.task.Pid, fd) }
 
 // restoreMM sets the mm layout, auxv and exe link (PR_SET_MM_MAP).
 func (r *restorer) restoreMM() error {
@@ -1011,9 +669,10 @@ func (r *restorer) finish() error {
 	return nil
 }
 
-// externalFd returns the caller's fd that stands for the external file f
-// (see Options.InheritFds), or an error naming the fd and the option.
-func (t *treeRestore) externalFd(f *image.File) (int, error) {
+// Inherited returns the caller's fd that stands for the external file f
+// (see Options.InheritFds), or an error naming the fd and the option
+// (files.Env).
+func (t *treeRestore) Inherited(f *image.File) (int, error) {
 	if fd, ok := t.opt.InheritFds[f.External]; ok {
 		return fd, nil
 	}
@@ -1038,43 +697,4 @@ func (t *treeRestore) externalFd(f *image.File) (int, error) {
 		}
 	}
 	return -1, fmt.Errorf("pid %d fd %d is %s, whose other end was outside the dumped processes: give its replacement with --inherit-fd fd[N]:%s", pid, fd, f.External, f.External)
-}
-
-// crExternal returns cr's own descriptor of the caller's fd that replaces
-// the external file f. Its open file description is the caller's: its
-// flags and offset are not changed. Unread bytes saved from an external
-// pipe's read end are written into the new pipe, after whatever it holds.
-func (t *treeRestore) crExternal(f *image.File) (int, error) {
-	src, err := t.externalFd(f)
-	if err != nil {
-		return 0, err
-	}
-	fd, err := unix.FcntlInt(uintptr(src), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return 0, fmt.Errorf("%s: the inherited fd %d: %w", f.External, src, err)
-	}
-	if f.Pipe != nil && len(f.Pipe.Data) > 0 {
-		if err := refillExternal(fd, f); err != nil {
-			unix.Close(fd)
-			return 0, err
-		}
-	}
-	t.files[f.ID] = fd
-	return fd, nil
-}
-
-func refillExternal(fd int, f *image.File) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return err
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFIFO {
-		return fmt.Errorf("%s held %d unread bytes, but its replacement is not a pipe to put them in", f.External, len(f.Pipe.Data))
-	}
-	w, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("%s: open a writer to put its %d unread bytes back: %w", f.External, len(f.Pipe.Data), err)
-	}
-	defer unix.Close(w)
-	return fillNonblock(w, f.Pipe.Data, "pipe "+f.External)
 }

@@ -9,20 +9,15 @@ import (
 	"time"
 
 	"github.com/cr-tools/cr/internal/cpu"
+	"github.com/cr-tools/cr/pkg/files"
 	"github.com/cr-tools/cr/pkg/image"
 	"github.com/cr-tools/cr/pkg/procfs"
 	"golang.org/x/sys/unix"
 )
 
-// ChangedFileError is a file the image depends on that changed since the dump.
-type ChangedFileError struct {
-	Path string
-	What string
-}
-
-func (e *ChangedFileError) Error() string {
-	return fmt.Sprintf("%s changed since the dump (%s): restoring would run different code or data", e.Path, e.What)
-}
+// ChangedFileError is a file the image depends on that changed since the
+// dump (files.ChangedFileError: the kinds of open file check theirs).
+type ChangedFileError = files.ChangedFileError
 
 // PidInUseError says the original PID is taken.
 type PidInUseError struct {
@@ -121,7 +116,7 @@ func (t *treeRestore) validate() error {
 		if f.External == "" || t.checkOnly {
 			continue // (which descriptors replace them is the restore's business)
 		}
-		fd, err := t.externalFd(f)
+		fd, err := t.Inherited(f)
 		if err != nil {
 			return err
 		}
@@ -129,44 +124,25 @@ func (t *treeRestore) validate() error {
 			return fmt.Errorf("%s is to be replaced by fd %d of cr, which is not open: %w", f.External, fd, err)
 		}
 	}
-	for _, f := range c.Files {
+	for i := range c.Files {
+		f := &c.Files[i]
 		if f.External != "" {
 			continue
-		}
-		switch f.Type {
-		case image.FilePipe, image.FileEventfd, image.FileEpoll, image.FileMemfd, image.FileUnix, image.FileTimerfd:
-			continue // made anew, nothing to find on disk
 		}
 		if f.Ident.Proc != nil {
 			// A procfs path of a process of the image: it exists once the
 			// process does.
-			if err := checkProcPath(in, f.Ident.Proc); err != nil {
+			if err := files.CheckProcPath(in, f.Ident.Proc); err != nil {
 				return fmt.Errorf("open file %s (file %d): %w", f.Ident.Path, f.ID, err)
 			}
 			continue
 		}
-		if f.Type == image.FileTTY {
-			if t.tty == "" && !t.checkOnly {
-				tty, err := ownTerminal()
-				if err != nil {
-					return fmt.Errorf("fd of file %d was the terminal %s: %w", f.ID, f.Ident.Path, err)
-				}
-				t.tty = tty
+		// What the kind needs of this machine (a path to reopen, a
+		// terminal); kinds made anew have nothing to find.
+		if k, ok := files.ByType(f.Type).(files.Checker); ok {
+			if err := k.Check(t, f); err != nil {
+				return err
 			}
-			continue
-		}
-		var st unix.Stat_t
-		if err := unix.Stat(f.Ident.Path, &st); err != nil {
-			return fmt.Errorf("open file %s (file %d): %w", f.Ident.Path, f.ID, err)
-		}
-		if st.Mode&unix.S_IFMT != f.Ident.Mode&unix.S_IFMT {
-			return &ChangedFileError{f.Ident.Path, "it is a different kind of file now"}
-		}
-		if f.Type == image.FileChr && st.Rdev != f.Rdev {
-			return &ChangedFileError{f.Ident.Path, fmt.Sprintf("device %d:%d is now %d:%d", unix.Major(f.Rdev), unix.Minor(f.Rdev), unix.Major(st.Rdev), unix.Minor(st.Rdev))}
-		}
-		if f.Type == image.FileReg && (st.Ino != f.Ident.Ino || st.Size != f.Ident.Size || st.Mtim.Nano() != f.Ident.MtimeNs) {
-			t.logf("note: open file %s changed since the dump; it is reopened as it is now", f.Ident.Path)
 		}
 	}
 	return nil
@@ -225,32 +201,13 @@ func (t *treeRestore) validateProcess(p *image.Process) (err error) {
 			for _, q := range t.ck.Processes {
 				in[q.Task.Pid] = q
 			}
-			if err := checkProcPath(in, x.Proc); err != nil {
+			if err := files.CheckProcPath(in, x.Proc); err != nil {
 				return fmt.Errorf("directory %s: %w", x.Path, err)
 			}
 			continue
 		}
 		if _, err := os.Stat(x.Path); err != nil {
 			return fmt.Errorf("directory %s: %w", x.Path, err)
-		}
-	}
-	return nil
-}
-
-// checkProcPath checks a procfs path naming a process of the image: the
-// process must be a live one of the image, and a task/TID part must name its
-// main thread (threads are made after the files).
-func checkProcPath(in map[int]*image.Process, p *image.ProcPath) error {
-	q := in[p.Pid]
-	if q == nil || q.Task.Zombie {
-		return fmt.Errorf("image is inconsistent: it names pid %d, which is not a live process of the image", p.Pid)
-	}
-	if strings.Contains("/"+p.Rel+"/", "/../") {
-		return fmt.Errorf("image is inconsistent: procfs path %q leaves /proc/%d", p.Rel, p.Pid)
-	}
-	if t, ok := strings.CutPrefix(p.Rel, "task/"); ok {
-		if tid, _, _ := strings.Cut(t, "/"); tid != fmt.Sprint(p.Pid) {
-			return fmt.Errorf("image is inconsistent: it names thread %s of pid %d, not its main thread", tid, p.Pid)
 		}
 	}
 	return nil
@@ -263,11 +220,11 @@ func checkIdent(id *image.FileIdent, what string) error {
 	}
 	switch {
 	case st.Dev != id.Dev || st.Ino != id.Ino:
-		return &ChangedFileError{id.Path, "it was replaced by another file"}
+		return &ChangedFileError{Path: id.Path, What: "it was replaced by another file"}
 	case st.Size != id.Size:
-		return &ChangedFileError{id.Path, fmt.Sprintf("size %d, was %d", st.Size, id.Size)}
+		return &ChangedFileError{Path: id.Path, What: fmt.Sprintf("size %d, was %d", st.Size, id.Size)}
 	case st.Mtim.Nano() != id.MtimeNs:
-		return &ChangedFileError{id.Path, "it was modified"}
+		return &ChangedFileError{Path: id.Path, What: "it was modified"}
 	}
 	return nil
 }

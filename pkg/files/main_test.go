@@ -1,4 +1,4 @@
-package fdinfo_test
+package files_test
 
 import (
 	"testing"

@@ -1,4 +1,4 @@
-package fdinfo_test
+package files_test
 
 import (
 	"errors"
@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/cr-tools/cr/internal/testutil"
-	"github.com/cr-tools/cr/pkg/fdinfo"
+	fdinfo "github.com/cr-tools/cr/pkg/files"
 	"github.com/cr-tools/cr/pkg/image"
 	"golang.org/x/sys/unix"
 )

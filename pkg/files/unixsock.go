@@ -1,12 +1,133 @@
-package fdinfo
+package files
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
+	"github.com/cr-tools/cr/pkg/image"
 	"golang.org/x/sys/unix"
 )
+
+// unixSocket: one end of a unix socketpair ("socket:[INO]"), record
+// image.UnixSocket. Every socket fd is taken to be one at first; at the end
+// of the collection sock_diag (NETLINK_SOCK_DIAG, unix_diag) tells its type,
+// peer, name and shutdown state: a named socket or another family is refused,
+// an end whose peer no process of the tree holds is external ("socket:[INO]",
+// given back by the caller at restore), and the messages queued for it are
+// read without taking them (MSG_PEEK with SO_PEEK_OFF). Restore makes each
+// pair once with socketpair(2), queues the messages again through the peer,
+// sets the buffer sizes, and shuts it down once every process is built.
+type unixSocket struct{}
+
+func (unixSocket) Type() string { return image.FileUnix }
+
+func (unixSocket) Recognize(p *Probe) bool { return strings.HasPrefix(p.Target, "socket:") }
+
+func (unixSocket) Dump(p *Probe, f *image.File) error {
+	f.Unix = &image.UnixSocket{Ino: p.Ident.Ino} // checked with sock_diag in Resolve
+	return nil
+}
+
+func (unixSocket) Validate(_ *image.Checkpoint, f *image.File) error {
+	if err := need(f.Unix != nil, f, "socket record"); err != nil {
+		return err
+	}
+	if u := f.Unix; f.External == "" && u.Type != unix.SOCK_STREAM && u.Type != unix.SOCK_DGRAM && u.Type != unix.SOCK_SEQPACKET {
+		return fmt.Errorf("a unix socket of type %d", u.Type)
+	}
+	if u := f.Unix; u.Shutdown < 0 || u.Shutdown > 3 {
+		return fmt.Errorf("unix socket shutdown mask %d", u.Shutdown)
+	}
+	return nil
+}
+
+// sockState is what one restore's socket ends share.
+type sockState struct {
+	socks       map[uint64]int // unix socket inode -> cr's fd of that end
+	closedPeers map[uint64]int // socket inode -> the other end, to close
+}
+
+func (k unixSocket) Open(o *Opener, f *image.File) (int, error) {
+	fd, err := k.open(o, f)
+	if err != nil {
+		return 0, err
+	}
+	if err := SetFlags(fd, f.Flags); err != nil {
+		unix.Close(fd)
+		return 0, err
+	}
+	return fd, nil
+}
+
+// open makes the socketpair of a unix socket of the image (the first
+// of its two ends to come), queues the messages the socket had waiting (sent
+// through its peer), and returns a new fd of this end.
+func (k unixSocket) open(o *Opener, f *image.File) (int, error) {
+	t := stateOf[sockState](o, k)
+	if t.socks == nil {
+		t.socks, t.closedPeers = map[uint64]int{}, map[uint64]int{}
+	}
+	u := f.Unix
+	if _, ok := t.socks[u.Ino]; !ok {
+		sp, err := unix.Socketpair(unix.AF_UNIX, u.Type|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return 0, fmt.Errorf("socketpair: %w", err)
+		}
+		t.socks[u.Ino] = sp[0]
+		o.Keep(sp[0])
+		o.Keep(sp[1])
+		if u.Peer != 0 {
+			t.socks[u.Peer] = sp[1]
+		} else {
+			t.closedPeers[u.Ino] = sp[1] // the peer was closed: close it once the queue is in
+		}
+	}
+	me := t.socks[u.Ino]
+	peer, ok := t.socks[u.Peer]
+	if u.Peer == 0 {
+		peer, ok = t.closedPeers[u.Ino]
+	}
+	if len(u.Queue) > 0 {
+		if !ok {
+			return 0, fmt.Errorf("image is inconsistent: no peer for socket:[%d]", u.Ino)
+		}
+		// Let the queue in whatever the buffers' sizes are now; the sender's
+		// buffer is put back right after.
+		total := 0
+		for _, m := range u.Queue {
+			total += len(m) + 1024
+		}
+		if cur, err := unix.GetsockoptInt(peer, unix.SOL_SOCKET, unix.SO_SNDBUF); err == nil && cur < 2*total {
+			unix.SetsockoptInt(peer, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 2*total)
+			defer unix.SetsockoptInt(peer, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, cur/2) // the kernel doubles it
+		}
+		for _, m := range u.Queue {
+			if _, err := unix.SendmsgN(peer, m, nil, nil, unix.MSG_DONTWAIT); err != nil {
+				return 0, fmt.Errorf("queue %d bytes on socket:[%d]: %w (the queue no longer fits)", len(m), u.Ino, err)
+			}
+		}
+	}
+	// The buffer sizes the process had (the kernel doubles what is set).
+	if u.SndBuf > 0 {
+		unix.SetsockoptInt(me, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, u.SndBuf/2)
+	}
+	if u.RcvBuf > 0 {
+		unix.SetsockoptInt(me, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, u.RcvBuf/2)
+	}
+	if u.Shutdown != 0 {
+		// Shut down once every queued message is in (Opener.Finish).
+		how := map[int]int{1: unix.SHUT_RD, 2: unix.SHUT_WR, 3: unix.SHUT_RDWR}[u.Shutdown]
+		o.Late(func() error {
+			if err := unix.Shutdown(me, how); err != nil {
+				return fmt.Errorf("shutdown socket: %w", err)
+			}
+			return nil
+		})
+	}
+	return unix.FcntlInt(uintptr(me), unix.F_DUPFD_CLOEXEC, 0)
+}
 
 // unix_diag (include/uapi/linux/unix_diag.h).
 const (
@@ -160,39 +281,28 @@ func peekQueue(pid, fd int, typ uint8) ([][]byte, error) {
 	return nil, fmt.Errorf("more than %d messages queued", maxQueuedMessages)
 }
 
-// resolveSockets checks every unix socket: it must be unnamed (a
-// socketpair end) and its peer, if any, must be in the collection; it saves
-// the messages queued for it.
-func (c *Collector) resolveSockets() error {
-	var socks map[uint64]unixSock
+// Resolve checks every unix socket: it must be unnamed (a socketpair end)
+// and its peer, if any, must be in the collection (else it is external); it
+// saves the messages queued for it.
+func (unixSocket) Resolve(c *Collector, files []*image.File) error {
 	inodes := map[uint64]bool{}
-	for i := range c.Files {
-		if c.Files[i].Unix != nil {
-			inodes[c.Files[i].Unix.Ino] = true
-		}
-	}
-	if len(inodes) == 0 {
-		return nil
+	for _, f := range files {
+		inodes[f.Unix.Ino] = true
 	}
 	socks, err := unixSockets()
 	if err != nil {
 		return err
 	}
-files:
-	for i := range c.Files {
-		f := &c.Files[i]
-		if f.Unix == nil {
-			continue
-		}
-		o := c.owner[f.ID]
+	for _, f := range files {
+		pid, fd := c.Owner(f.ID)
 		s, ok := socks[f.Unix.Ino]
 		if !ok {
-			c.refuse(&UnsupportedError{Pid: o.pid, Fd: o.fd, What: "a " + socketFamily(o.pid, o.fd) + " socket"})
-			continue files
+			c.Refuse(&UnsupportedError{Pid: pid, Fd: fd, What: "a " + socketFamily(pid, fd) + " socket"})
+			continue
 		}
 		if s.name != "" {
-			c.refuse(&UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("a named unix socket (%q)", s.name)})
-			continue files
+			c.Refuse(&UnsupportedError{Pid: pid, Fd: fd, What: fmt.Sprintf("a named unix socket (%q)", s.name)})
+			continue
 		}
 		if s.peer != 0 && !inodes[uint64(s.peer)] {
 			// A socketpair end whose peer lives outside the tree: the
@@ -203,17 +313,17 @@ files:
 			continue
 		}
 		if s.typ != unix.SOCK_STREAM && s.typ != unix.SOCK_DGRAM && s.typ != unix.SOCK_SEQPACKET {
-			c.refuse(&UnsupportedError{Pid: o.pid, Fd: o.fd, What: fmt.Sprintf("a unix socket of type %d", s.typ)})
-			continue files
+			c.Refuse(&UnsupportedError{Pid: pid, Fd: fd, What: fmt.Sprintf("a unix socket of type %d", s.typ)})
+			continue
 		}
 		f.Unix.Type, f.Unix.Peer, f.Unix.Shutdown = int(s.typ), uint64(s.peer), int(s.shutdown)
-		if c, err := CopyFd(o.pid, o.fd); err == nil {
+		if c, err := CopyFd(pid, fd); err == nil {
 			f.Unix.SndBuf, _ = unix.GetsockoptInt(c, unix.SOL_SOCKET, unix.SO_SNDBUF)
 			f.Unix.RcvBuf, _ = unix.GetsockoptInt(c, unix.SOL_SOCKET, unix.SO_RCVBUF)
 			unix.Close(c)
 		}
-		if f.Unix.Queue, err = peekQueue(o.pid, o.fd, s.typ); err != nil {
-			return fmt.Errorf("fd %d of pid %d: read queued messages: %w", o.fd, o.pid, err)
+		if f.Unix.Queue, err = peekQueue(pid, fd, s.typ); err != nil {
+			return fmt.Errorf("fd %d of pid %d: read queued messages: %w", fd, pid, err)
 		}
 	}
 	return nil

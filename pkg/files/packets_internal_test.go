@@ -1,4 +1,4 @@
-package fdinfo
+package files
 
 import (
 	"reflect"

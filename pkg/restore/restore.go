@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cr-tools/cr/pkg/image"
+	"github.com/cr-tools/cr/pkg/ipc"
 	"github.com/cr-tools/cr/pkg/parasite"
 	"github.com/cr-tools/cr/pkg/ptrace"
 	"golang.org/x/sys/unix"
@@ -93,6 +94,9 @@ func Run(opt Options) (*Result, error) {
 		if err == nil {
 			err = image.VerifyShmem(dir, ck.Shmem)
 		}
+		if err == nil {
+			err = image.VerifySysVShm(dir, ck.IPC)
+		}
 		verified <- err
 	}()
 	t.logf("image loaded and checked in %v", time.Since(start))
@@ -121,6 +125,9 @@ type treeRestore struct {
 	files map[int]int       // file id -> cr's own fd of that open file description
 	pipes map[uint64][2]int // pipe id -> cr's fds of both ends
 	shmem map[uint64]int    // shared memory object id -> cr's fd of it
+
+	ipcReplace []ipc.Object  // objects of the namespace the image's replace (validate)
+	ipc        *ipc.Created // the SysV IPC objects made
 
 	fifos       map[uint64]int // FIFO inode -> cr's read-write fd, kept open
 	socks       map[uint64]int // unix socket inode -> cr's fd of that end
@@ -178,6 +185,15 @@ func (t *treeRestore) newRestorer(p *image.Process) *restorer {
 
 func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 	t.tr = tracer()
+	// SysV IPC objects first: the processes attach the segments.
+	if t.ipc, err = ipc.Create(t.opt.Dir, t.ck.IPC, t.ipcReplace); err != nil {
+		return 0, err
+	}
+	defer func() {
+		if err != nil {
+			t.ipc.Undo() // after the processes are killed (deferred first)
+		}
+	}()
 	var crEnd, taskEnd int
 	{
 		sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
@@ -227,6 +243,9 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 		}
 	}
 	if err := t.sealShmem(); err != nil {
+		return 0, err
+	}
+	if err := t.ipc.Finish(); err != nil {
 		return 0, err
 	}
 	// Sockets are shut down once every queued message is in.

@@ -35,7 +35,7 @@ type tree struct {
 	shmem   []image.Shmem
 	ipcSel  []ipc.Object   // SysV IPC objects chosen for the dump (selectIPC)
 	ipc     *image.SysVIPC // and saved (dumpIPC)
-	refusal error // found while seizing (reported once the whole tree is frozen)
+	refusal error          // found while seizing (reported once the whole tree is frozen)
 }
 
 // testHookCheckpoint, when set (by tests), may change the checkpoint just

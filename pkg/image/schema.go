@@ -388,14 +388,14 @@ type VMA struct {
 	Flags   []string   `json:"flags"` // VMAShared, VMAGrowsDown
 	Pgoff   uint64     `json:"pgoff"` // file offset in bytes
 	File    *FileIdent `json:"file,omitempty"`
-	Special string     `json:"special,omitempty"`  // vdso, vvar, vvar_vclock, heap, stack
-	Shmem   uint64     `json:"shmem,omitempty"`    // id of the shared memory object mapped (MAP_SHARED anonymous or memfd)
+	Special string     `json:"special,omitempty"` // vdso, vvar, vvar_vclock, heap, stack
+	Shmem   uint64     `json:"shmem,omitempty"`   // id of the shared memory object mapped (MAP_SHARED anonymous or memfd)
 	// SysVShmid is set when the VMA is (part of) an attachment of the SysV
 	// shared memory segment of that id (a SysVShm of the image; format
 	// 1.2). The attachment starts at Start-Pgoff; SHM_RDONLY when the VMA
 	// may not be made writable (no "mw" in VmFlags).
-	SysVShmid *int `json:"sysv_shmid,omitempty"`
-	VmFlags []string   `json:"vm_flags,omitempty"` // smaps VmFlags, for information and checks
+	SysVShmid *int     `json:"sysv_shmid,omitempty"`
+	VmFlags   []string `json:"vm_flags,omitempty"` // smaps VmFlags, for information and checks
 }
 
 // Len is the size of the VMA in bytes.

@@ -132,8 +132,8 @@ func (c *Created) Finish() error {
 // of s with its key, id, creator, owner, mode and contents; segments'
 // contents come from sysv-shm-pages.img in dir. On error whatever it made
 // is removed again.
-func Create(dir string, s *image.SysVIPC, replace []Object) (c *Created, err error) {
-	c = &Created{}
+func Create(dir string, s *image.SysVIPC, replace []Object) (_ *Created, err error) {
+	c := &Created{}
 	if s.Empty() {
 		return c, nil
 	}

@@ -126,7 +126,7 @@ type treeRestore struct {
 	pipes map[uint64][2]int // pipe id -> cr's fds of both ends
 	shmem map[uint64]int    // shared memory object id -> cr's fd of it
 
-	ipcReplace []ipc.Object  // objects of the namespace the image's replace (validate)
+	ipcReplace []ipc.Object // objects of the namespace the image's replace (validate)
 	ipc        *ipc.Created // the SysV IPC objects made
 
 	fifos       map[uint64]int // FIFO inode -> cr's read-write fd, kept open

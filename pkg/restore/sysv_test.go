@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/cr-tools/cr/internal/testutil"
 	"github.com/cr-tools/cr/pkg/dump"
@@ -175,7 +174,6 @@ func TestRestoreSysVInTheWay(t *testing.T) {
 	_, err = restore.Run(restore.Options{Dir: dir})
 	require.ErrorContains(t, err, fmt.Sprintf("SysV message queue (key %#08x, msqid %d) of the image cannot be recreated: another object, id %d, holds key", uint32(keyq), msq, other))
 	require.Equal(t, []uint16{5, 0, 42}, semValues(), "nothing was replaced")
-	_, err = unix.Kill(p.Pid, 0), nil
 	require.ErrorIs(t, unix.Kill(p.Pid, 0), unix.ESRCH, "no process was created")
 
 	require.NoError(t, ipc.Remove(ipc.Msg, other))
@@ -186,5 +184,24 @@ func TestRestoreSysVInTheWay(t *testing.T) {
 	require.Equal(t, []uint16{5, 1, 42}, semValues(), "the leftover set was replaced by the image's")
 	q.Check(t)
 	require.Equal(t, 0, q.Stop(t))
-	time.Sleep(0)
+}
+
+// TestDumpSysVNamed: an object the tree neither attaches nor used last is
+// dumped when named (--ipc-id), and a bad name is refused.
+func TestDumpSysVNamed(t *testing.T) {
+	p := startSysV(t, "check")
+	other := msgget(t, 0)
+	ids, err := dump.ParseIPCIDs(fmt.Sprintf("msg:%d", other))
+	require.NoError(t, err)
+	_, err = dump.ParseIPCIDs("queue:3")
+	require.ErrorContains(t, err, "want shm:ID, sem:ID or msg:ID")
+	dir := filepath.Join(t.TempDir(), "img")
+	_, err = dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true, IPCIDs: ids})
+	require.NoError(t, err)
+	ck, err := image.Load(dir)
+	require.NoError(t, err)
+	require.Len(t, ck.IPC.Msg, 2)
+	require.Contains(t, []int{ck.IPC.Msg[0].ID, ck.IPC.Msg[1].ID}, other)
+	p.Check(t)
+	require.Equal(t, 0, p.Stop(t))
 }

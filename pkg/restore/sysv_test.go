@@ -36,6 +36,7 @@ func startSysV(t *testing.T, args ...string) *testutil.Proc {
 	testutil.RequireRoot(t)
 	p := testutil.Start(t, testutil.BuildC(t, "sysv"), args...)
 	removeIPCAtEnd(t, ipc.Shm, p.IntInfo(t, "shma"), int32(p.HexInfo(t, "keya")))
+	removeIPCAtEnd(t, ipc.Shm, p.IntInfo(t, "shmb"), 0) // gone by then, unless a restore failed to mark it
 	removeIPCAtEnd(t, ipc.Sem, p.IntInfo(t, "sem"), int32(p.HexInfo(t, "keys")))
 	removeIPCAtEnd(t, ipc.Msg, p.IntInfo(t, "msg"), int32(p.HexInfo(t, "keyq")))
 	return p

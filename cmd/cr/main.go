@@ -19,7 +19,7 @@ import (
 const usage = `cr checkpoints a running Linux process into an image directory and restores it.
 
 Usage:
-  cr dump -t PID -o DIR [--leave-running] [--shell-job] [--sync] [-v]
+  cr dump -t PID -o DIR [--leave-running] [--shell-job] [--sync] [--ipc-all] [--ipc-id shm:ID,sem:ID,msg:ID] [-v]
   cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--force-kernel] [-v]
   cr show -i DIR [--json]
   cr check [-t PID [--shell-job]]
@@ -139,6 +139,8 @@ func cmdDump(args []string) (bool, error) {
 	leave := fs.Bool("leave-running", false, "resume the process after the dump instead of killing it")
 	sync := fs.Bool("sync", false, "fsync the image before reporting success")
 	shell := fs.Bool("shell-job", false, "allow a process attached to a terminal, or whose session lies outside the image")
+	ipcAll := fs.Bool("ipc-all", false, "dump every SysV IPC object of the IPC namespace, not only the tree's")
+	ipcIDs := fs.String("ipc-id", "", "also dump these SysV IPC objects: shm:ID,sem:ID,msg:ID")
 	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
 	if err := parse(fs, args); err != nil {
 		return false, err
@@ -146,7 +148,11 @@ func cmdDump(args []string) (bool, error) {
 	if *pid <= 0 || *dir == "" {
 		return *v, &usageError{"dump: -t PID and -o DIR are required"}
 	}
-	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync, ShellJob: *shell}
+	ids, err := dump.ParseIPCIDs(*ipcIDs)
+	if err != nil {
+		return *v, &usageError{"dump: --ipc-id: " + err.Error()}
+	}
+	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync, ShellJob: *shell, IPCAll: *ipcAll, IPCIDs: ids}
 	if *v {
 		opt.Log = os.Stderr
 	}

@@ -26,6 +26,11 @@ type Options struct {
 	LeaveRunning bool // resume the target after the dump instead of killing it
 	ShellJob     bool // allow a terminal and a session or group outside the image
 	Sync         bool // fsync the image before reporting success
+	// IPCAll dumps every SysV IPC object of the namespace (--ipc-all),
+	// IPCIDs names objects to dump besides the ones the tree attaches or
+	// used last (--ipc-id); see selectIPC and docs/DESIGN.md.
+	IPCAll bool
+	IPCIDs []IPCID
 	// CheckOnly is the pre-flight (cr check -t PID): freeze the tree, read
 	// what /proc tells of it and report every reason a dump would be
 	// refused (a *RefusedError), then let it go as it was. Nothing is

@@ -13,6 +13,7 @@ import (
 	"github.com/cr-tools/cr/internal/cpu"
 	"github.com/cr-tools/cr/pkg/files"
 	"github.com/cr-tools/cr/pkg/image"
+	"github.com/cr-tools/cr/pkg/ipc"
 	"github.com/cr-tools/cr/pkg/memdump"
 	"github.com/cr-tools/cr/pkg/procfs"
 	"github.com/cr-tools/cr/pkg/ptrace"
@@ -32,7 +33,9 @@ type tree struct {
 	zombies []image.Process // processes that had exited but were not reaped
 	order   []int           // every pid, parents before children
 	shmem   []image.Shmem
-	refusal error // found while seizing (reported once the whole tree is frozen)
+	ipcSel  []ipc.Object   // SysV IPC objects chosen for the dump (selectIPC)
+	ipc     *image.SysVIPC // and saved (dumpIPC)
+	refusal error          // found while seizing (reported once the whole tree is frozen)
 }
 
 // testHookCheckpoint, when set (by tests), may change the checkpoint just
@@ -144,6 +147,11 @@ func (t *tree) run() (res *Result, err error) {
 		refused = append(refused, refusals(pid, err)...)
 	}
 	refused = append(refused, t.checkSessions()...)
+	if r, err := t.selectIPC(); err != nil {
+		return nil, err
+	} else {
+		refused = append(refused, r...)
+	}
 	refused = append(refused, <-outsiders...)
 	if len(refused) > 0 {
 		return nil, &RefusedError{Pid: pid, Reasons: refused}
@@ -186,10 +194,13 @@ func (t *tree) run() (res *Result, err error) {
 	if err := t.dumpShmem(w); err != nil {
 		return nil, err
 	}
+	if err := t.dumpIPC(w); err != nil {
+		return nil, err
+	}
 	ptime := time.Since(pstart)
 	t.logf("saved %d pages (%d MiB) in %v", pages, pages*image.PageSize>>20, ptime)
 
-	ck := &image.Checkpoint{Inventory: t.inventory(), Files: t.files.Files, Shmem: t.shmem}
+	ck := &image.Checkpoint{Inventory: t.inventory(), Files: t.files.Files, Shmem: t.shmem, IPC: t.ipc}
 	byPid := map[int]*image.Process{}
 	for _, p := range t.procs {
 		byPid[p.pid] = &p.proc
@@ -481,6 +492,9 @@ func (t *tree) checkImage(dir string, ck *image.Checkpoint) error {
 			}
 			next += r.Pages * image.PageSize
 		}
+	}
+	if n, m := ck.IPC.Count(), got.IPC.Count(); n != m {
+		return fmt.Errorf("the image read back holds %d SysV IPC objects, %d were written; the dump is abandoned", m, n)
 	}
 	if len(ck.Shmem) > 0 {
 		st, err := os.Stat(filepath.Join(dir, image.ShmemPagesFile))

@@ -215,6 +215,12 @@ func tagName(t Tag) string {
 		return "fs"
 	case TagShmem:
 		return "shmem"
+	case TagSysVShm:
+		return "sysv shm"
+	case TagSysVSem:
+		return "sysv sem"
+	case TagSysVMsg:
+		return "sysv msg"
 	}
 	return "tag " + strconv.Itoa(int(t))
 }

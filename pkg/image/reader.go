@@ -65,6 +65,9 @@ func Load(dir string) (*Checkpoint, error) {
 		}
 		shm[sh.ID] = true
 	}
+	if c.IPC, err = loadIPC(dir); err != nil {
+		return nil, err
+	}
 	for _, pid := range inv.Pids {
 		p, err := loadProcess(dir, pid, ids)
 		if err != nil {
@@ -77,7 +80,152 @@ func Load(dir string) (*Checkpoint, error) {
 		}
 		c.Processes = append(c.Processes, p)
 	}
+	if bad := checkIPC(c); bad != "" {
+		return nil, &FormatError{IPCFile, 0, bad}
+	}
 	return c, nil
+}
+
+// loadIPC reads ipc.img, which images without SysV IPC objects (and those
+// older than format 1.2) do not have: nil then.
+func loadIPC(dir string) (*SysVIPC, error) {
+	if _, err := os.Stat(filepath.Join(dir, IPCFile)); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	recs, err := readFile(dir, IPCFile, KindIPC)
+	if err != nil {
+		return nil, err
+	}
+	s := &SysVIPC{}
+	for _, r := range recs {
+		var err error
+		switch r.Tag {
+		case TagSysVShm:
+			s.Shm = append(s.Shm, SysVShm{})
+			err = unmarshal(IPCFile, r, &s.Shm[len(s.Shm)-1])
+		case TagSysVSem:
+			s.Sem = append(s.Sem, SysVSem{})
+			err = unmarshal(IPCFile, r, &s.Sem[len(s.Sem)-1])
+		case TagSysVMsg:
+			s.Msg = append(s.Msg, SysVMsg{})
+			err = unmarshal(IPCFile, r, &s.Msg[len(s.Msg)-1])
+		default:
+			err = &FormatError{IPCFile, r.Offset, fmt.Sprintf("unexpected %s record", tagName(r.Tag))}
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// checkIPC says what is wrong with the SysV IPC objects of c ("" if
+// nothing): ids and keys unique per kind, sizes and values the kernel
+// accepts, and every VMA attaching a segment names one of the image with
+// a whole attachment of it. The writer and the loader both use it.
+func checkIPC(c *Checkpoint) string {
+	s := c.IPC
+	if s == nil {
+		s = &SysVIPC{}
+	}
+	var perms []IPCPerm
+	kinds := []string{}
+	segs := map[int]*SysVShm{}
+	for i := range s.Shm {
+		sh := &s.Shm[i]
+		perms, kinds = append(perms, sh.IPCPerm), append(kinds, "shm")
+		if sh.Size == 0 || sh.Size > 1<<46 {
+			return fmt.Sprintf("segment %d has a bad size %d", sh.ID, sh.Size)
+		}
+		segs[sh.ID] = sh
+	}
+	for _, sm := range s.Sem {
+		perms, kinds = append(perms, sm.IPCPerm), append(kinds, "sem")
+		if len(sm.Values) == 0 || len(sm.Values) > 1<<16 {
+			return fmt.Sprintf("semaphore set %d has %d semaphores", sm.ID, len(sm.Values))
+		}
+		for _, v := range sm.Values {
+			if v > 32767 { // SEMVMX
+				return fmt.Sprintf("semaphore set %d holds the value %d, above SEMVMX", sm.ID, v)
+			}
+		}
+	}
+	for _, q := range s.Msg {
+		perms, kinds = append(perms, q.IPCPerm), append(kinds, "msg")
+		for _, m := range q.Messages {
+			if m.Type <= 0 {
+				return fmt.Sprintf("message queue %d holds a message of type %d", q.ID, m.Type)
+			}
+		}
+	}
+	ids, keys := map[string]bool{}, map[string]bool{}
+	for i, p := range perms {
+		id, key := fmt.Sprintf("%s:%d", kinds[i], p.ID), fmt.Sprintf("%s:%d", kinds[i], p.Key)
+		if p.ID < 0 || ids[id] || (p.Key != 0 && keys[key]) {
+			return fmt.Sprintf("%s id %d (key %#x) is negative or appears twice", kinds[i], p.ID, uint32(p.Key))
+		}
+		ids[id], keys[key] = true, true
+	}
+	size := func(id int) (uint64, bool) {
+		if sh := segs[id]; sh != nil {
+			return sh.Size, true
+		}
+		return 0, false
+	}
+	for _, p := range c.Processes {
+		if i, msg := SysVAttachError(p.VMAs, size); msg != "" {
+			return fmt.Sprintf("pid %d vma %#x-%#x: %s", p.Task.Pid, p.VMAs[i].Start, p.VMAs[i].End, msg)
+		}
+	}
+	return ""
+}
+
+// SysVAttachError says what is wrong with the SysV attachments among a
+// process's vmas (sorted by address), and at which vma ("" if nothing).
+// Restore recreates an attachment with one shmat(2) of the whole segment,
+// so each must be whole: a run of adjacent VMAs of the same segment, the
+// first at offset 0 (Pgoff), each continuing the previous, covering the
+// segment's size rounded up to pages (mprotect may have split it; a
+// partial munmap or mremap leaves something else). size gives a segment's
+// size by shmid, false for a segment unknown.
+func SysVAttachError(vmas []VMA, size func(id int) (uint64, bool)) (int, string) {
+	open, end := -1, uint64(0) // the attachment being followed and where it must end
+	for i := range vmas {
+		v := &vmas[i]
+		if v.SysVShmid == nil {
+			if open >= 0 {
+				return open, "a SysV attachment that does not cover its whole segment (partly unmapped?)"
+			}
+			continue
+		}
+		id := *v.SysVShmid
+		sz, ok := size(id)
+		if !ok {
+			return i, fmt.Sprintf("attaches the unknown SysV segment %d", id)
+		}
+		if !v.Has(VMAShared) || v.File != nil || v.Shmem != 0 || v.Special != "" || v.Pgoff%PageSize != 0 {
+			return i, fmt.Sprintf("is not a plain shared mapping of SysV segment %d", id)
+		}
+		switch {
+		case v.Pgoff == 0:
+			if open >= 0 {
+				return open, "a SysV attachment that does not cover its whole segment (partly unmapped?)"
+			}
+			open, end = i, v.Start+(sz+PageSize-1)&^(PageSize-1)
+		case open < 0 || *vmas[open].SysVShmid != id || vmas[i-1].End != v.Start || vmas[open].Start+v.Pgoff != v.Start:
+			return i, fmt.Sprintf("maps SysV segment %d from offset %#x, not as part of a whole attachment (partly unmapped or moved?)", id, v.Pgoff)
+		}
+		if v.End > end {
+			return i, fmt.Sprintf("extends past the end of SysV segment %d", id)
+		}
+		if v.End == end {
+			open = -1
+		}
+	}
+	if open >= 0 {
+		return open, "a SysV attachment that does not cover its whole segment (partly unmapped?)"
+	}
+	return -1, ""
 }
 
 func loadProcess(dir string, pid int, fileIDs map[int]bool) (*Process, error) {
@@ -349,6 +497,68 @@ func VerifyShmem(dir string, objs []Shmem) error {
 	}
 	if uint64(st.Size()) != next {
 		return &FormatError{ShmemPagesFile, st.Size(), fmt.Sprintf("file has %d bytes, the runs describe %d", st.Size(), next)}
+	}
+	return nil
+}
+
+// VerifySysVShm checks the SysV segments' runs against
+// sysv-shm-pages.img: contiguous offsets, the file's size, every run's CRC.
+func VerifySysVShm(dir string, s *SysVIPC) error {
+	if s == nil || len(s.Shm) == 0 {
+		return nil
+	}
+	var objs []runsOf
+	for _, sh := range s.Shm {
+		objs = append(objs, runsOf{fmt.Sprintf("SysV segment %d", sh.ID), int64(sh.Size), sh.Runs})
+	}
+	return verifyRuns(dir, SysVShmPagesFile, IPCFile, objs)
+}
+
+// runsOf names an object whose contents are runs of a shared pages file.
+type runsOf struct {
+	what string
+	size int64
+	runs []PageRun
+}
+
+// verifyRuns checks the runs of objs against the pages file name: offsets
+// contiguous from the header page on, inside each object, the file's size,
+// every run's CRC. meta names the file holding the runs.
+func verifyRuns(dir, name, meta string, objs []runsOf) error {
+	f, err := OpenPagesNamed(dir, name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	next := uint64(PageSize)
+	buf := make([]byte, 1<<20)
+	for _, o := range objs {
+		for _, r := range o.runs {
+			if r.Offset != next || r.Pages == 0 || r.Pages > (1<<40) || r.Addr%PageSize != 0 || int64(r.Addr+r.Pages*PageSize) > (o.size+PageSize-1)&^(PageSize-1) {
+				return &FormatError{meta, 0, "bad run of " + o.what}
+			}
+			crc := uint32(0)
+			for off, left := int64(r.Offset), int64(r.Pages*PageSize); left > 0; {
+				n := min(int64(len(buf)), left)
+				if _, err := f.ReadAt(buf[:n], off); err != nil {
+					return &FormatError{name, off, "file is cut short"}
+				}
+				crc = UpdateCRC(crc, buf[:n])
+				off += n
+				left -= n
+			}
+			if crc != r.CRC {
+				return &FormatError{name, int64(r.Offset), "checksum mismatch in " + o.what}
+			}
+			next += r.Pages * PageSize
+		}
+	}
+	if uint64(st.Size()) != next {
+		return &FormatError{name, st.Size(), fmt.Sprintf("file has %d bytes, the runs describe %d", st.Size(), next)}
 	}
 	return nil
 }

@@ -4,7 +4,7 @@ package image
 // minor version only adds optional fields.
 const (
 	FormatMajor = 1
-	FormatMinor = 1
+	FormatMinor = 2
 )
 
 // PageSize is the size of a page in pages files.
@@ -21,11 +21,12 @@ const (
 	KindPages     Kind = 5 // one process: raw pages
 	KindFiles     Kind = 6 // open file descriptions (shared by id)
 	KindFds       Kind = 7 // one process: fd table, cwd and root
+	KindIPC       Kind = 8 // SysV IPC objects (format 1.2)
 )
 
 var kindNames = map[Kind]string{
 	KindInventory: "inventory", KindCore: "core", KindMM: "mm", KindPageMap: "pagemap",
-	KindPages: "pages", KindFiles: "files", KindFds: "fds",
+	KindPages: "pages", KindFiles: "files", KindFds: "fds", KindIPC: "ipc",
 }
 
 func (k Kind) String() string {
@@ -50,6 +51,9 @@ const (
 	TagFd        Tag = 8
 	TagFS        Tag = 9
 	TagShmem     Tag = 10
+	TagSysVShm   Tag = 11 // format 1.2
+	TagSysVSem   Tag = 12 // format 1.2
+	TagSysVMsg   Tag = 13 // format 1.2
 )
 
 // Inventory is the first thing a reader looks at: who wrote the image, on
@@ -384,9 +388,14 @@ type VMA struct {
 	Flags   []string   `json:"flags"` // VMAShared, VMAGrowsDown
 	Pgoff   uint64     `json:"pgoff"` // file offset in bytes
 	File    *FileIdent `json:"file,omitempty"`
-	Special string     `json:"special,omitempty"`  // vdso, vvar, vvar_vclock, heap, stack
-	Shmem   uint64     `json:"shmem,omitempty"`    // id of the shared memory object mapped (MAP_SHARED anonymous or memfd)
-	VmFlags []string   `json:"vm_flags,omitempty"` // smaps VmFlags, for information and checks
+	Special string     `json:"special,omitempty"` // vdso, vvar, vvar_vclock, heap, stack
+	Shmem   uint64     `json:"shmem,omitempty"`   // id of the shared memory object mapped (MAP_SHARED anonymous or memfd)
+	// SysVShmid is set when the VMA is (part of) an attachment of the SysV
+	// shared memory segment of that id (a SysVShm of the image; format
+	// 1.2). The attachment starts at Start-Pgoff; SHM_RDONLY when the VMA
+	// may not be made writable (no "mw" in VmFlags).
+	SysVShmid *int     `json:"sysv_shmid,omitempty"`
+	VmFlags   []string `json:"vm_flags,omitempty"` // smaps VmFlags, for information and checks
 }
 
 // Len is the size of the VMA in bytes.
@@ -557,13 +566,85 @@ type Shmem struct {
 	Runs  []PageRun `json:"runs,omitempty"`
 }
 
+// IPCPerm is the identity and permissions of a SysV IPC object (struct
+// ipc64_perm, as /proc/sysvipc/* shows it).
+type IPCPerm struct {
+	Key  int32  `json:"key"`  // 0: IPC_PRIVATE (also a segment marked for removal)
+	ID   int    `json:"id"`   // shmid, semid or msqid, kept across restore
+	Mode uint32 `json:"mode"` // permission bits (0777); for a segment also SHM_DEST 01000, SHM_LOCKED 02000 as the kernel shows them
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
+	CUID uint32 `json:"cuid"` // creator
+	CGID uint32 `json:"cgid"`
+}
+
+// SysVShm is a SysV shared memory segment (ipc.img, TagSysVShm; format
+// 1.2). Its contents are saved in sysv-shm-pages.img as runs whose Addr is
+// the offset in the segment (only the ranges holding data).
+type SysVShm struct {
+	IPCPerm
+	Size uint64 `json:"size"` // shm_segsz, bytes
+	// Removed: the segment was marked for removal (IPC_RMID while
+	// attached, SHM_DEST): restore removes it again once every
+	// attachment exists.
+	Removed bool      `json:"removed,omitempty"`
+	Runs    []PageRun `json:"runs,omitempty"`
+}
+
+// SysVSem is a SysV semaphore set (ipc.img, TagSysVSem; format 1.2).
+// Per-process SEM_UNDO adjustments are not part of it (docs/DESIGN.md).
+type SysVSem struct {
+	IPCPerm
+	Values []uint16 `json:"values"` // semval of each semaphore, GETALL order
+}
+
+// SysVMsg is a SysV message queue (ipc.img, TagSysVMsg; format 1.2).
+type SysVMsg struct {
+	IPCPerm
+	QBytes   uint64        `json:"qbytes"` // msg_qbytes, the queue's byte limit
+	Messages []SysVMessage `json:"messages,omitempty"`
+}
+
+// SysVMessage is one queued message: its type (> 0) and text.
+type SysVMessage struct {
+	Type int64  `json:"type"`
+	Data []byte `json:"data"`
+}
+
+// SysVIPC is every SysV IPC object the image holds (ipc.img; format 1.2).
+type SysVIPC struct {
+	Shm []SysVShm `json:"shm,omitempty"`
+	Sem []SysVSem `json:"sem,omitempty"`
+	Msg []SysVMsg `json:"msg,omitempty"`
+}
+
+// Count is the number of objects (0 for nil).
+func (s *SysVIPC) Count() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.Shm) + len(s.Sem) + len(s.Msg)
+}
+
+// Empty reports whether there is no object.
+func (s *SysVIPC) Empty() bool { return s.Count() == 0 }
+
 // Checkpoint is a whole image in memory, apart from the pages.
 type Checkpoint struct {
 	Inventory Inventory  `json:"inventory"`
 	Processes []*Process `json:"processes"`
 	Files     []File     `json:"files"`
 	Shmem     []Shmem    `json:"shmem,omitempty"`
+	// IPC is nil when the image has no ipc.img (format 1.2).
+	IPC *SysVIPC `json:"sysv_ipc,omitempty"`
 }
+
+// IPCFile holds the SysV IPC objects; SysVShmPagesFile their segments'
+// contents. Both are absent when the image has no such object.
+const (
+	IPCFile          = "ipc.img"
+	SysVShmPagesFile = "sysv-shm-pages.img"
+)
 
 // ShmemPagesFile holds the contents of every shared memory object.
 const ShmemPagesFile = "shmem-pages.img"

@@ -105,6 +105,46 @@ func WriteSummaryWith(w io.Writer, c *Checkpoint, describe func(*File) string) {
 			fmt.Fprintf(w, "    %3d %-3s %s flags %#o pos %d (file %d)%s\n", fd.Fd, f.Type, describe(f), f.Flags, f.Pos, f.ID, ce)
 		}
 	}
+	writeSysV(w, c)
+}
+
+// writeSysV lists the SysV IPC objects and who attaches each segment.
+func writeSysV(w io.Writer, c *Checkpoint) {
+	if c.IPC.Empty() {
+		return
+	}
+	fmt.Fprintf(w, "\nsysv ipc:\n")
+	perm := func(p IPCPerm) string {
+		return fmt.Sprintf("key %#08x id %d mode %#o uid %d gid %d cuid %d cgid %d", uint32(p.Key), p.ID, p.Mode, p.UID, p.GID, p.CUID, p.CGID)
+	}
+	for _, sh := range c.IPC.Shm {
+		var saved uint64
+		for _, r := range sh.Runs {
+			saved += r.Pages
+		}
+		rm := ""
+		if sh.Removed {
+			rm = ", marked for removal"
+		}
+		fmt.Fprintf(w, "  shm %s: %s, %d pages saved%s\n", perm(sh.IPCPerm), size(sh.Size), saved, rm)
+		for _, p := range c.Processes {
+			for _, v := range p.VMAs {
+				if v.SysVShmid != nil && *v.SysVShmid == sh.ID {
+					fmt.Fprintf(w, "    attached by pid %d at %#x-%#x %s\n", p.Task.Pid, v.Start, v.End, v.Prot)
+				}
+			}
+		}
+	}
+	for _, sm := range c.IPC.Sem {
+		fmt.Fprintf(w, "  sem %s: values %v\n", perm(sm.IPCPerm), sm.Values)
+	}
+	for _, q := range c.IPC.Msg {
+		var bytes int
+		for _, m := range q.Messages {
+			bytes += len(m.Data)
+		}
+		fmt.Fprintf(w, "  msg %s: %d messages, %d bytes (limit %d)\n", perm(q.IPCPerm), len(q.Messages), bytes, q.QBytes)
+	}
 }
 
 // writeCPU names the dumping machine's XSAVE components and feature flags

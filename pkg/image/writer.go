@@ -198,6 +198,24 @@ func (w *Writer) WriteMeta(c *Checkpoint) error {
 	}); err != nil {
 		return err
 	}
+	if !c.IPC.Empty() {
+		if bad := checkIPC(c); bad != "" {
+			return fmt.Errorf("sysv ipc: %s", bad)
+		}
+		if err := w.writeFile(IPCFile, KindIPC, func(e *encoder) {
+			for i := range c.IPC.Shm {
+				e.put(TagSysVShm, &c.IPC.Shm[i])
+			}
+			for i := range c.IPC.Sem {
+				e.put(TagSysVSem, &c.IPC.Sem[i])
+			}
+			for i := range c.IPC.Msg {
+				e.put(TagSysVMsg, &c.IPC.Msg[i])
+			}
+		}); err != nil {
+			return err
+		}
+	}
 	for _, p := range c.Processes {
 		pid := p.Task.Pid
 		if err := w.writeFile(CoreFile(pid), KindCore, func(e *encoder) {

@@ -180,9 +180,14 @@ vmas:
 			// ipc/shm.c (newseg) names a segment's file "SYSV%08x" (its
 			// key) on the internal shm mount and sets the inode number to
 			// the shmid (which can be 0).
-			key, _ := strconv.ParseUint(m.Path[len("/SYSV"):len("/SYSV")+8], 16, 32)
-			refused = append(refused, &UnsupportedError{fmt.Sprintf("%s is an attached SysV shared memory segment (key %#x, shmid %d): SysV IPC", where, key, m.Inode)})
-			continue vmas
+			// The segment itself is saved once for the tree (pkg/ipc).
+			if m.HasVmFlag("ht") {
+				key, _ := strconv.ParseUint(m.Path[len("/SYSV"):len("/SYSV")+8], 16, 32)
+				refused = append(refused, &UnsupportedError{fmt.Sprintf("%s is an attached SysV shared memory segment in huge pages (SHM_HUGETLB; key %#x, shmid %d)", where, key, m.Inode)})
+				continue vmas
+			}
+			id := int(m.Inode)
+			v.SysVShmid = &id
 		case m.Shared() && m.Path == "/secretmem (deleted)":
 			// mm/secretmem.c: the pages are removed from the kernel's
 			// direct map, and no other process can read them.

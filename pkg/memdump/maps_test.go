@@ -158,10 +158,8 @@ func TestVMAs(t *testing.T) {
 		{"7f0000000000-7f0000001000 r-xp 00000000 00:00 0 [uprobes]\n", "[uprobes]"},
 		{"7f0000000000-7f0000001000 rw-p 00000000 00:00 0 anon_inode:[io_uring]\n", "anon_inode"},
 		{"7f0000000000-7f0000001000 rw-p 00000000 00:00 0 \nVmFlags: rd wr io pf\n", "device mapping"},
-		{"7f0000000000-7f0000010000 rw-s 00000000 00:01 32769                      /SYSV6372abcd (deleted)\n",
-			"is an attached SysV shared memory segment (key 0x6372abcd, shmid 32769): SysV IPC: not supported yet"},
-		{"7f0000000000-7f0000010000 r--s 00000000 00:01 0                          /SYSV00000000 (deleted)\n",
-			"SysV shared memory segment (key 0x0, shmid 0)"},
+		{"7f0000000000-7f0000010000 rw-s 00000000 00:01 32769                      /SYSV6372abcd (deleted)\nVmFlags: rd wr sh mr mw me ms ht\n",
+			"SysV shared memory segment in huge pages (SHM_HUGETLB; key 0x6372abcd, shmid 32769)"},
 		{"7f0000000000-7f0000001000 rw-s 00000000 00:07 12                         /secretmem (deleted)\n", "secret memory (memfd_secret(2))"},
 	} {
 		ms, err := memdump.ParseSmaps([]byte(c.line))
@@ -172,6 +170,27 @@ func TestVMAs(t *testing.T) {
 		var ue *memdump.UnsupportedError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.what) {
 			t.Errorf("%q: error %v, want an UnsupportedError about %s", c.line, err, c.what)
+		}
+	}
+}
+
+// TestVMAsSysV: an attached SysV segment is a VMA naming its shmid (the
+// inode number, which can be 0).
+func TestVMAsSysV(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		id   int
+	}{
+		{"7f0000000000-7f0000010000 rw-s 00000000 00:01 32769                      /SYSV6372abcd (deleted)\n", 32769},
+		{"7f0000000000-7f0000010000 r--s 00000000 00:01 0                          /SYSV00000000 (deleted)\n", 0},
+	} {
+		ms, err := memdump.ParseSmaps([]byte(c.line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vmas, err := memdump.VMAs(os.Getpid(), ms)
+		if err != nil || len(vmas) != 1 || vmas[0].SysVShmid == nil || *vmas[0].SysVShmid != c.id || !vmas[0].Has(image.VMAShared) || memdump.SavesPages(&vmas[0]) {
+			t.Errorf("%q: %+v, %v", c.line, vmas, err)
 		}
 	}
 }

@@ -38,18 +38,6 @@ func refuseDump(t *testing.T, kind string, want func(p *testutil.Proc) []string)
 	require.Equal(t, 0, p.Stop(t))
 }
 
-// TestRefuseSysVShm: an attached SysV shared memory segment is named as one
-// (key and shmid), not as "the deleted file /SYSV...". Issue 9, finding 6.
-func TestRefuseSysVShm(t *testing.T) {
-	refuseDump(t, "sysv", func(p *testutil.Proc) []string {
-		return []string{
-			fmt.Sprintf("vma %#x-", p.HexInfo(t, "addr")),
-			fmt.Sprintf("is an attached SysV shared memory segment (key %#x, shmid %d)", p.HexInfo(t, "key"), p.IntInfo(t, "shmid")),
-			"SysV IPC: not supported yet",
-		}
-	})
-}
-
 // TestRefuseMemfdSecret: memfd_secret memory is named as such, not as "the
 // deleted file /secretmem". Issue 9, finding 6.
 func TestRefuseMemfdSecret(t *testing.T) {

@@ -389,6 +389,10 @@ func (r *restorer) mapVMAs(keep map[int]bool) error {
 			}
 			continue
 		}
+		if v.SysVShmid != nil {
+			r.attachSysV(i)
+			continue
+		}
 		flags := uintptr(unix.MAP_FIXED)
 		if v.Has(image.VMAShared) {
 			flags |= unix.MAP_SHARED
@@ -446,6 +450,55 @@ func (r *restorer) mapVMAs(keep map[int]bool) error {
 		r.queue(fmt.Sprintf("protect vma %#x-%#x", v.Start, v.End), unix.SYS_MPROTECT, uintptr(v.Start), uintptr(v.Len()), protBits(v.Prot))
 	}
 	return r.flush()
+}
+
+// shmRdonly, shmExec are shmat(2)'s flags (include/uapi/linux/shm.h).
+const (
+	shmRdonly = 010000
+	shmExec   = 0100000
+)
+
+// attachSysV queues the attachment of a SysV segment that VMA i (and the
+// VMAs after it of the same attachment: image.SysVAttachError) maps: one
+// shmat of the whole segment at the dumped address, read-only when the
+// VMA may not be made writable (no "mw": SHM_RDONLY), then mprotect
+// where a VMA's protection differs. A VMA continuing an attachment
+// (Pgoff > 0) has been handled with its first one.
+func (r *restorer) attachSysV(i int) {
+	v := &r.proc.VMAs[i]
+	if v.Pgoff != 0 {
+		return
+	}
+	var parts []*image.VMA
+	for j := i; j < len(r.proc.VMAs); j++ {
+		w := &r.proc.VMAs[j]
+		if w.SysVShmid == nil || *w.SysVShmid != *v.SysVShmid || (j > i && w.Pgoff == 0) {
+			break
+		}
+		parts = append(parts, w)
+	}
+	flags, prot := uintptr(0), uintptr(unix.PROT_READ|unix.PROT_WRITE)
+	if !hasVmFlag(v, "mw") {
+		flags, prot = shmRdonly, unix.PROT_READ
+	}
+	for _, w := range parts {
+		if protBits(w.Prot)&unix.PROT_EXEC != 0 {
+			flags |= shmExec
+			prot |= unix.PROT_EXEC
+		}
+	}
+	r.queueExpect(fmt.Sprintf("attach SysV segment %d at %#x", *v.SysVShmid, v.Start), uintptr(v.Start),
+		unix.SYS_SHMAT, uintptr(*v.SysVShmid), uintptr(v.Start), flags)
+	for _, w := range parts {
+		if p := protBits(w.Prot); p != prot {
+			r.queue(fmt.Sprintf("protect vma %#x-%#x", w.Start, w.End), unix.SYS_MPROTECT, uintptr(w.Start), uintptr(w.Len()), p)
+		}
+		for _, m := range madvFlags {
+			if hasVmFlag(w, m.flag) {
+				r.queue(fmt.Sprintf("madvise vma %#x-%#x", w.Start, w.End), unix.SYS_MADVISE, uintptr(w.Start), uintptr(w.Len()), m.advice)
+			}
+		}
+	}
 }
 
 func hasVmFlag(v *image.VMA, f string) bool {

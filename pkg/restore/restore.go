@@ -14,6 +14,7 @@ import (
 
 	"github.com/cr-tools/cr/pkg/files"
 	"github.com/cr-tools/cr/pkg/image"
+	"github.com/cr-tools/cr/pkg/ipc"
 	"github.com/cr-tools/cr/pkg/parasite"
 	"github.com/cr-tools/cr/pkg/ptrace"
 	"golang.org/x/sys/unix"
@@ -94,6 +95,9 @@ func Run(opt Options) (*Result, error) {
 		if err == nil {
 			err = image.VerifyShmem(dir, ck.Shmem)
 		}
+		if err == nil {
+			err = image.VerifySysVShm(dir, ck.IPC)
+		}
 		verified <- err
 	}()
 	t.logf("image loaded and checked in %v", time.Since(start))
@@ -121,6 +125,9 @@ type treeRestore struct {
 	crEnd int            // cr's end of the fd transport (SCM_RIGHTS)
 	open  *files.Opener  // cr's own fds of the open file descriptions
 	shmem map[uint64]int // shared memory object id -> cr's fd of it
+
+	ipcReplace []ipc.Object // objects of the namespace the image's replace (validate)
+	ipc        *ipc.Created // the SysV IPC objects made
 }
 
 // made reports whether cr has (made or copied) file id.
@@ -195,6 +202,15 @@ func (t *treeRestore) newRestorer(p *image.Process) *restorer {
 
 func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 	t.tr = tracer()
+	// SysV IPC objects first: the processes attach the segments.
+	if t.ipc, err = ipc.Create(t.opt.Dir, t.ck.IPC, t.ipcReplace); err != nil {
+		return 0, err
+	}
+	defer func() {
+		if err != nil {
+			t.ipc.Undo() // after the processes are killed (deferred first)
+		}
+	}()
 	var crEnd, taskEnd int
 	{
 		sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
@@ -244,6 +260,9 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 		}
 	}
 	if err := t.sealShmem(); err != nil {
+		return 0, err
+	}
+	if err := t.ipc.Finish(); err != nil {
 		return 0, err
 	}
 	// What the kinds do once every process is built (sockets are shut

@@ -11,6 +11,7 @@ import (
 	"github.com/cr-tools/cr/internal/cpu"
 	"github.com/cr-tools/cr/pkg/files"
 	"github.com/cr-tools/cr/pkg/image"
+	"github.com/cr-tools/cr/pkg/ipc"
 	"github.com/cr-tools/cr/pkg/procfs"
 	"golang.org/x/sys/unix"
 )
@@ -56,6 +57,13 @@ func (t *treeRestore) validate() error {
 	}
 	if err := checkPidRange(c); err != nil {
 		return err
+	}
+	if !t.checkOnly {
+		// Objects in the way are refused before anything is created.
+		var err error
+		if t.ipcReplace, err = ipc.Plan(c.IPC); err != nil {
+			return err
+		}
 	}
 	root := c.Processes[0]
 	if root.Task.Pid != c.Inventory.RootPid || root.Task.Zombie {

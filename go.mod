@@ -3,6 +3,7 @@ module github.com/cr-tools/cr
 go 1.26.0
 
 require (
+	github.com/google/nftables v0.3.0
 	github.com/mdlayher/netlink v1.7.3-0.20250113171957-fbb4dce95f42
 	github.com/stretchr/testify v1.12.1
 	golang.org/x/sys v0.50.0

@@ -68,6 +68,10 @@ type Inventory struct {
 	CPU         CPU     `json:"cpu"`
 	RootPid     int     `json:"root_pid"`
 	Pids        []int   `json:"pids"`
+	// NetLock names the nf_tables table (family inet) that drops the
+	// image's TCP connections from the dump until restore has repaired
+	// them (pkg/netlock); empty if the dump took no lock (format 1.2).
+	NetLock string `json:"net_lock,omitempty"`
 }
 
 // Options are the dump options that matter to restore.
@@ -439,6 +443,7 @@ const (
 	FileUnix    = "unix"  // one end of a socketpair
 	FileTimerfd = "timerfd"
 	FileFIFO    = "fifo" // a named pipe, reopened by path; Pipe holds its contents
+	FileInet    = "inet" // an AF_INET or AF_INET6 socket; Inet holds it (format 1.2)
 )
 
 // File is one open file description (files.img, TagFile); fds refer to it
@@ -457,6 +462,7 @@ type File struct {
 	Timerfd *Timerfd      `json:"timerfd,omitempty"`
 	Eventfd *Eventfd      `json:"eventfd,omitempty"`
 	Epoll   []EpollTarget `json:"epoll,omitempty"`
+	Inet    *InetSocket   `json:"inet,omitempty"` // FileInet (format 1.2)
 
 	// External names a pipe or socketpair end whose other end was held
 	// by no process of the image (a pipeline with a process outside the
@@ -659,3 +665,114 @@ func MMFile(pid int) string      { return fmtName("mm", pid) }
 func PageMapFile(pid int) string { return fmtName("pagemap", pid) }
 func PagesFile(pid int) string   { return fmtName("pages", pid) }
 func FdsFile(pid int) string     { return fmtName("fds", pid) }
+
+// InetSocket is an AF_INET or AF_INET6 socket (FileInet, format 1.2): a TCP
+// listener or an established TCP connection, with its options. Addresses
+// are netip.AddrPort text: "127.0.0.1:8080", "[::1]:80", and for an
+// AF_INET6 socket talking IPv4 "[::ffff:127.0.0.1]:80".
+type InetSocket struct {
+	Ino      uint64 `json:"ino"`      // inode number at dump time (socket:[N])
+	Family   int    `json:"family"`   // AF_INET 2, AF_INET6 10
+	Protocol int    `json:"protocol"` // IPPROTO_TCP 6
+	// State is the TCP state (include/net/tcp_states.h): 1 ESTABLISHED
+	// (TCP must be set) or 10 LISTEN.
+	State  int    `json:"state"`
+	Local  string `json:"local"`
+	Remote string `json:"remote,omitempty"` // established only
+	// Backlog is a listener's listen(2) backlog as the kernel holds it.
+	Backlog int `json:"backlog,omitempty"`
+	// Shutdown: 1 receiving was shut down (shutdown(SHUT_RD) on an
+	// established connection). Sending shut down is a closing state,
+	// which cr does not save yet.
+	Shutdown int         `json:"shutdown,omitempty"`
+	Options  InetOptions `json:"options"`
+	TCP      *TCPStream  `json:"tcp,omitempty"`
+}
+
+// InetOptions are the socket options cr keeps for an inet socket. A zero
+// value means the option was at its default (the system's, for the ones a
+// sysctl sets); restore leaves those alone.
+type InetOptions struct {
+	ReuseAddr bool `json:"reuseaddr,omitempty"` // SO_REUSEADDR
+	ReusePort bool `json:"reuseport,omitempty"` // SO_REUSEPORT
+	KeepAlive bool `json:"keepalive,omitempty"` // SO_KEEPALIVE
+	// KeepIdle, KeepIntvl (seconds) and KeepCnt: TCP_KEEPIDLE,
+	// TCP_KEEPINTVL, TCP_KEEPCNT when they differ from the dumping
+	// system's net.ipv4.tcp_keepalive_{time,intvl,probes}.
+	KeepIdle  int  `json:"keepidle,omitempty"`
+	KeepIntvl int  `json:"keepintvl,omitempty"`
+	KeepCnt   int  `json:"keepcnt,omitempty"`
+	NoDelay   bool `json:"nodelay,omitempty"` // TCP_NODELAY
+	Cork      bool `json:"cork,omitempty"`    // TCP_CORK
+	// DeferAccept is TCP_DEFER_ACCEPT in seconds as getsockopt reads it
+	// back (rounded up to a retransmission step; setting it again gives
+	// the same value).
+	DeferAccept int `json:"defer_accept,omitempty"`
+	FastOpen    int `json:"fastopen,omitempty"`     // TCP_FASTOPEN: a listener's TFO queue length
+	UserTimeout int `json:"user_timeout,omitempty"` // TCP_USER_TIMEOUT, ms
+	// Congestion is TCP_CONGESTION when it differs from the dumping
+	// system's net.ipv4.tcp_congestion_control.
+	Congestion string `json:"congestion,omitempty"`
+	// SndBuf and RcvBuf are SO_SNDBUF and SO_RCVBUF as the program set
+	// them (half what getsockopt reads), only when it did (SO_BUF_LOCK).
+	SndBuf       int         `json:"sndbuf,omitempty"`
+	RcvBuf       int         `json:"rcvbuf,omitempty"`
+	Linger       *InetLinger `json:"linger,omitempty"`       // SO_LINGER, if on
+	RcvLowat     int         `json:"rcvlowat,omitempty"`     // SO_RCVLOWAT when not 1
+	V6Only       bool        `json:"v6only,omitempty"`       // IPV6_V6ONLY (AF_INET6; set explicitly at restore)
+	TOS          int         `json:"tos,omitempty"`          // IP_TOS
+	TClass       int         `json:"tclass,omitempty"`       // IPV6_TCLASS (AF_INET6)
+	FreeBind     bool        `json:"freebind,omitempty"`     // IP_FREEBIND
+	Transparent  bool        `json:"transparent,omitempty"`  // IP_TRANSPARENT
+	BindToDevice string      `json:"bindtodevice,omitempty"` // SO_BINDTODEVICE: interface name
+	Mark         uint32      `json:"mark,omitempty"`         // SO_MARK
+	Priority     int         `json:"priority,omitempty"`     // SO_PRIORITY
+}
+
+// InetLinger is struct linger with l_onoff set: close(2) waits up to
+// Seconds for unsent data (0: resets the connection).
+type InetLinger struct {
+	Seconds int `json:"seconds"`
+}
+
+// TCPStream is the state of an established TCP connection as TCP repair
+// reads it (CRIU's TcpStreamEntry; kernel net/ipv4/tcp.c do_tcp_setsockopt
+// TCP_REPAIR*). Sequence numbers are the kernel's, modulo 2^32.
+type TCPStream struct {
+	// InqSeq is rcv_nxt: the sequence number after the last byte
+	// received; RecvQueue holds the bytes received but not read, which
+	// end there.
+	InqSeq    uint32 `json:"inq_seq"`
+	RecvQueue []byte `json:"recv_queue,omitempty"`
+	// OutqSeq is write_seq: the sequence number after the last byte the
+	// program wrote; SendQueue holds the bytes written but not
+	// acknowledged, which end there. Its last Unsent bytes were never
+	// transmitted.
+	OutqSeq   uint32 `json:"outq_seq"`
+	SendQueue []byte `json:"send_queue,omitempty"`
+	Unsent    uint32 `json:"unsent,omitempty"`
+	// OptMask is the options the handshake agreed on, tcp_info's
+	// tcpi_options bits: TCPI_OPT_TIMESTAMPS 1, SACK 2, WSCALE 4.
+	OptMask   uint8  `json:"opt_mask"`
+	MSS       uint32 `json:"mss"`                  // TCP_MAXSEG (mss_clamp)
+	SndWscale uint8  `json:"snd_wscale,omitempty"` // with WSCALE: the peer's shift
+	RcvWscale uint8  `json:"rcv_wscale,omitempty"` // with WSCALE: our shift
+	// Timestamp is TCP_TIMESTAMP as read (with TIMESTAMPS): the
+	// connection's timestamp clock, written back as it is.
+	Timestamp uint32     `json:"timestamp,omitempty"`
+	Window    *TCPWindow `json:"window,omitempty"`
+}
+
+// TCPWindow is struct tcp_repair_window (TCP_REPAIR_WINDOW).
+type TCPWindow struct {
+	SndWl1    uint32 `json:"snd_wl1"`
+	SndWnd    uint32 `json:"snd_wnd"`
+	MaxWindow uint32 `json:"max_window"`
+	RcvWnd    uint32 `json:"rcv_wnd"`
+	RcvWup    uint32 `json:"rcv_wup"`
+	// Size is the struct size the dumping kernel used (20 on Linux 6.18);
+	// restore gives the same size. Extra holds the bytes past the five
+	// fields above when Size > 20, as the kernel gave them.
+	Size  int    `json:"size"`
+	Extra []byte `json:"extra,omitempty"`
+}

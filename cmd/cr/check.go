@@ -118,7 +118,11 @@ func preflight(pid int, shell, verbose bool) error {
 	res, err := dump.Run(opt)
 	var re *dump.RefusedError
 	if errors.As(err, &re) {
-		fmt.Printf("pid %d: a dump would be refused, for %d reason(s):\n", pid, len(re.Reasons))
+		if len(re.Reasons) == 1 {
+			fmt.Printf("pid %d: a dump would be refused, for 1 reason:\n", pid)
+		} else {
+			fmt.Printf("pid %d: a dump would be refused, for %d reasons:\n", pid, len(re.Reasons))
+		}
 		for _, r := range re.Reasons {
 			fmt.Printf("  %v\n", r)
 		}

@@ -20,7 +20,7 @@ const usage = `cr checkpoints a running Linux process into an image directory an
 
 Usage:
   cr dump -t PID -o DIR [--leave-running] [--shell-job] [--sync] [--ipc-all] [--ipc-id shm:ID,sem:ID,msg:ID] [-v]
-  cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--force-kernel] [-v]
+  cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--inherit-fd fd[N]:ID]... [--force-kernel] [-v]
   cr show -i DIR [--json]
   cr check [-t PID [--shell-job]]
   cr demo

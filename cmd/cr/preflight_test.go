@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,7 +32,7 @@ func TestCLIPreflight(t *testing.T) {
 	out, e, code := cr(t, "check", "-t", pid)
 	require.Equal(t, 1, code, "stdout %s\nstderr %s", out, e)
 	require.Empty(t, e)
-	require.Contains(t, out, "pid "+pid+": a dump would be refused, for 5 reason(s):")
+	require.Contains(t, out, "pid "+pid+": a dump would be refused, for 5 reasons:")
 	for _, w := range want {
 		require.Contains(t, out, w)
 	}
@@ -59,4 +60,18 @@ func TestCLIPreflight(t *testing.T) {
 	require.Equal(t, 0, code, "stdout %s\nstderr %s", out, e)
 	require.Contains(t, out, "a dump would go through")
 	q.Check(t)
+}
+
+// TestCLIDumpOwnAncestor: cr run by the process it is asked to dump says
+// so, and leaves it running.
+func TestCLIDumpOwnAncestor(t *testing.T) {
+	testutil.RequireRoot(t)
+	cr(t, "check") // builds crBin
+	dir := filepath.Join(t.TempDir(), "img")
+	out, err := exec.Command("bash", "-c", `"$0" dump -t $$ -o "$1"; echo "rc=$?"`, crBin, dir).CombinedOutput()
+	require.NoError(t, err, string(out))
+	require.Contains(t, string(out), "is a descendant of process")
+	require.Contains(t, string(out), "cr cannot dump a tree it runs in")
+	require.Contains(t, string(out), "rc=1")
+	require.NoDirExists(t, dir)
 }

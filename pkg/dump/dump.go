@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/cr-tools/cr/pkg/files"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -160,9 +161,16 @@ func (d *dumper) seizeError(err error) error {
 			if ts, terr := procfs.ReadStatus(int(tracer)); terr == nil && ts.Int("Tgid") != 0 {
 				tracer = ts.Int("Tgid")
 			}
-			return fmt.Errorf("process %d is already traced by process %d (a debugger?); detach it first: %w", pid, tracer, ErrPermission)
+			name := ""
+			if st, serr := procfs.ReadStat(int(tracer)); serr == nil {
+				name = " (" + st.Comm + ")"
+			}
+			return &causeError{fmt.Sprintf("process %d is already traced by process %d%s; detach it first", pid, tracer, name), ErrPermission}
 		}
-		return fmt.Errorf("cannot trace process %d (%v): %w; run cr as root or with CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE", pid, err, ErrPermission)
+		if os.Geteuid() == 0 {
+			return &causeError{fmt.Sprintf("cannot trace process %d (%v): the kernel refuses it even to root (a kernel thread, pid 1 of a namespace, or Yama's ptrace_scope 3?)", pid, err), ErrPermission}
+		}
+		return &causeError{fmt.Sprintf("cannot trace process %d (%v); run cr as root or with CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE", pid, err), ErrPermission}
 	}
 	return fmt.Errorf("seize process %d: %w", pid, err)
 }

@@ -3,6 +3,7 @@ package dump
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/cr-tools/cr/pkg/files"
@@ -24,6 +25,16 @@ var ErrNoProcess = errors.New("no such process")
 
 // ErrInterrupted says the dump was interrupted (Options.Abort) and undone.
 var ErrInterrupted = errors.New("dump interrupted")
+
+// causeError is a message that says everything itself, wrapping a sentinel
+// error (ErrPermission, ...) for errors.Is without repeating its text.
+type causeError struct {
+	msg string
+	err error
+}
+
+func (e *causeError) Error() string { return e.msg }
+func (e *causeError) Unwrap() error { return e.err }
 
 // ErrPermission says cr may not trace the process.
 var ErrPermission = errors.New("permission denied")
@@ -73,7 +84,7 @@ func refusals(pid int, err error) []error {
 	}
 	var te *files.TTYError
 	if errors.As(err, &te) {
-		return []error{&ShellJobError{pid, fmt.Sprintf("has the terminal %s open at fd %d", te.Path, te.Fd)}}
+		return []error{&ShellJobError{Pid: pid, What: fmt.Sprintf("has the terminal %s open at fd %d", te.Path, te.Fd), tty: te.Path, fds: []int{te.Fd}}}
 	}
 	return []error{unsupported(pid, err)}
 }
@@ -101,8 +112,39 @@ func unsupported(pid int, err error) error {
 type ShellJobError struct {
 	Pid  int
 	What string
+
+	tty string // the terminal held at fds (merged by mergeShellJobs)
+	fds []int
 }
 
 func (e *ShellJobError) Error() string {
 	return fmt.Sprintf("pid %d %s: dump it with --shell-job (and restore it with --shell-job)", e.Pid, e.What)
+}
+
+// mergeShellJobs turns the terminal refusals of one process (one per fd:
+// 0, 1, 2, 255 of a shell) into one line naming every fd.
+func mergeShellJobs(reasons []error) []error {
+	var out []error
+	first := map[[2]any]*ShellJobError{}
+	for _, r := range reasons {
+		se, ok := r.(*ShellJobError)
+		if !ok || se.tty == "" {
+			out = append(out, r)
+			continue
+		}
+		k := [2]any{se.Pid, se.tty}
+		if f := first[k]; f != nil {
+			f.fds = append(f.fds, se.fds...)
+			strs := make([]string, len(f.fds))
+			for i, fd := range f.fds {
+				strs[i] = strconv.Itoa(fd)
+			}
+			f.What = fmt.Sprintf("has the terminal %s open at fds %s", f.tty, strings.Join(strs, ", "))
+			continue
+		}
+		c := *se
+		first[k] = &c
+		out = append(out, &c)
+	}
+	return out
 }

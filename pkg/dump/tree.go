@@ -154,7 +154,7 @@ func (t *tree) run() (res *Result, err error) {
 	}
 	refused = append(refused, <-outsiders...)
 	if len(refused) > 0 {
-		return nil, &RefusedError{Pid: pid, Reasons: refused}
+		return nil, &RefusedError{Pid: pid, Reasons: mergeShellJobs(refused)}
 	}
 	if t.opt.CheckOnly {
 		t.logf("pre-flight: nothing refused")
@@ -253,6 +253,9 @@ func (t *tree) seizeTree() error {
 		}
 		sort.Ints(kids)
 		for _, k := range kids {
+			if k == os.Getpid() {
+				return fmt.Errorf("cr itself (pid %d) is a descendant of process %d: cr cannot dump a tree it runs in; start it from outside that tree (another terminal, or setsid)", k, t.pid)
+			}
 			if !seen[k] {
 				seen[k] = true
 				queue = append(queue, k)
@@ -336,13 +339,13 @@ func (t *tree) checkSessions() []error {
 	check := func(pid, sid, pgid int, tracer int) error {
 		if !in[sid] && !(t.opt.ShellJob && sid == rootStat.Session) {
 			if pid == t.pid {
-				return &ShellJobError{pid, fmt.Sprintf("belongs to session %d, which is outside the image (started from a shell?)", sid)}
+				return &ShellJobError{Pid: pid, What: fmt.Sprintf("belongs to session %d, which is outside the image (started from a shell?)", sid)}
 			}
 			return &UnsupportedError{pid, fmt.Sprintf("session %d is outside the dumped tree", sid)}
 		}
 		if !in[pgid] && !(t.opt.ShellJob && pgid == rootStat.Pgrp) {
 			if pid == t.pid {
-				return &ShellJobError{pid, fmt.Sprintf("belongs to process group %d, which is outside the image", pgid)}
+				return &ShellJobError{Pid: pid, What: fmt.Sprintf("belongs to process group %d, which is outside the image", pgid)}
 			}
 			return &UnsupportedError{pid, fmt.Sprintf("process group %d is outside the dumped tree", pgid)}
 		}

@@ -31,7 +31,7 @@ func (e *PidInUseError) Error() string {
 	if e.Zombie {
 		return fmt.Sprintf("pid %d is still held by a zombie (%s) that its parent has not reaped yet; try again shortly", e.Pid, e.By)
 	}
-	return fmt.Sprintf("pid %d is in use by another process (%s); stop it or restore elsewhere", e.Pid, e.By)
+	return fmt.Sprintf("pid %d is in use by another process (%s); the image's processes need their own pids back: wait for it to exit or stop it (or restore on another machine, or in a new pid namespace)", e.Pid, e.By)
 }
 
 // ErrKernelMismatch says the image was dumped on another kernel.

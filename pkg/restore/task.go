@@ -449,7 +449,27 @@ func (t *treeRestore) Shmem(id uint64) (int, error) {
 	}
 	// Seals go on once every process has mapped it (a sealed memfd cannot
 	// be mapped writable any more).
+	if sh.Kind == image.ShmemGhost && t.isExe(id) {
+		// A deleted executable: PR_SET_MM_MAP's exe_fd refuses a file
+		// open for writing anywhere (EACCES), so cr keeps a read-only one.
+		ro, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return 0, fmt.Errorf("the deleted executable %s: %w", sh.Path, err)
+		}
+		unix.Close(fd)
+		t.shmem[id], fd = ro, ro
+	}
 	return fd, nil
+}
+
+// isExe tells whether the saved deleted file id is a process's executable.
+func (t *treeRestore) isExe(id uint64) bool {
+	for _, p := range t.ck.Processes {
+		if p.MM.ExeGhost == id {
+			return true
+		}
+	}
+	return false
 }
 
 // sealShmem puts the seals back on the memfds, once everything is mapped.

@@ -1,7 +1,8 @@
 /*
  * refusals: a process holding several things cr refuses at once, for the
- * pre-flight test: an inotify instance (fd), a signalfd, a TCP listening
- * socket on 127.0.0.1, an flock lock, and a deleted file it keeps open.
+ * pre-flight test: a userfaultfd (fd 3), a pidfd of pid 1, a TCP listening
+ * socket on 127.0.0.1, an flock lock, and a deleted file of 2 MiB (above
+ * the ghost file limit) it keeps open.
  *
  * READY counter=0xADDR
  */
@@ -9,8 +10,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/file.h>
-#include <sys/inotify.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 
 static void verify(void) {}
@@ -18,13 +17,10 @@ static void verify(void) {}
 int main(int argc, char **argv)
 {
 	fixture_init(argc, argv);
-	if (inotify_init1(IN_CLOEXEC) < 0)
-		die("inotify_init1");
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGWINCH);
-	if (signalfd(-1, &set, SFD_CLOEXEC) < 0)
-		die("signalfd");
+	if (syscall(SYS_userfaultfd, O_CLOEXEC | 1 /* UFFD_USER_MODE_ONLY */) < 0)
+		die("userfaultfd");
+	if (syscall(SYS_pidfd_open, 1, 0) < 0)
+		die("pidfd_open 1");
 	int s = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	if (s < 0 || bind(s, (void *)&a, sizeof(a)) || listen(s, 4))
@@ -33,7 +29,7 @@ int main(int argc, char **argv)
 	if (l < 0 || flock(l, LOCK_EX))
 		die("flock");
 	int d = open(wpath("gone"), O_RDWR | O_CREAT, 0600);
-	if (d < 0 || unlink(wpath("gone")))
+	if (d < 0 || ftruncate(d, 2 << 20) || unlink(wpath("gone")))
 		die("deleted file");
 	out("READY counter=%p\n", (void *)&counter);
 	fixture_loop(verify, 5);

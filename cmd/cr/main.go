@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -19,7 +20,7 @@ import (
 const usage = `cr checkpoints a running Linux process into an image directory and restores it.
 
 Usage:
-  cr dump -t PID -o DIR [--leave-running] [--shell-job] [--sync] [--ipc-all] [--ipc-id shm:ID,sem:ID,msg:ID] [-v]
+  cr dump -t PID -o DIR [--leave-running] [--shell-job] [--sync] [--ipc-all] [--ipc-id shm:ID,sem:ID,msg:ID] [--ghost-limit SIZE] [-v]
   cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--inherit-fd fd[N]:ID]... [--force-kernel] [-v]
   cr show -i DIR [--json]
   cr check [-t PID [--shell-job]]
@@ -141,9 +142,14 @@ func cmdDump(args []string) (bool, error) {
 	shell := fs.Bool("shell-job", false, "allow a process attached to a terminal, or whose session lies outside the image")
 	ipcAll := fs.Bool("ipc-all", false, "dump every SysV IPC object of the IPC namespace, not only the tree's")
 	ipcIDs := fs.String("ipc-id", "", "also dump these SysV IPC objects: shm:ID,sem:ID,msg:ID")
+	ghostLimit := fs.String("ghost-limit", "1M", "largest deleted file whose contents go into the image (bytes, or with K, M, G)")
 	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
 	if err := parse(fs, args); err != nil {
 		return false, err
+	}
+	gl, err := parseSize(*ghostLimit)
+	if err != nil {
+		return *v, &usageError{"dump: --ghost-limit: " + err.Error()}
 	}
 	if *pid <= 0 || *dir == "" {
 		return *v, &usageError{"dump: -t PID and -o DIR are required"}
@@ -152,7 +158,7 @@ func cmdDump(args []string) (bool, error) {
 	if err != nil {
 		return *v, &usageError{"dump: --ipc-id: " + err.Error()}
 	}
-	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync, ShellJob: *shell, IPCAll: *ipcAll, IPCIDs: ids}
+	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync, ShellJob: *shell, IPCAll: *ipcAll, IPCIDs: ids, GhostLimit: gl}
 	if *v {
 		opt.Log = os.Stderr
 	}
@@ -212,4 +218,26 @@ func cmdShow(args []string) error {
 	}
 	files.WriteSummary(os.Stdout, c)
 	return nil
+}
+
+// parseSize reads a size in bytes with an optional K, M or G suffix
+// (powers of 1024), as --ghost-limit takes it (CRIU's option of that name).
+func parseSize(s string) (int64, error) {
+	mul := int64(1)
+	switch strings.ToUpper(s[len(s)-min(1, len(s)):]) {
+	case "K":
+		mul = 1 << 10
+	case "M":
+		mul = 1 << 20
+	case "G":
+		mul = 1 << 30
+	}
+	if mul != 1 {
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mul {
+		return 0, fmt.Errorf("%q is not a size (bytes, or with K, M, G)", s)
+	}
+	return n * mul, nil
 }

@@ -23,11 +23,11 @@ func TestCLIPreflight(t *testing.T) {
 	require.NoError(t, err)
 	pid := strconv.Itoa(p.Pid)
 	want := []string{
-		"fd 3 is an inotify instance",
-		"fd 4 is a signalfd",
+		"fd 3 is a userfaultfd",
+		"fd 4 is a pidfd of pid 1, a process outside the dumped tree",
 		"fd 5 is a TCP/IP (AF_INET) socket",
 		"fd 6 is " + filepath.Join(p.Dir, "locked") + ", holding a flock write lock",
-		"fd 7 is the deleted file " + filepath.Join(p.Dir, "gone"),
+		"fd 7 is the deleted file " + filepath.Join(p.Dir, "gone") + " of 2097152 bytes, larger than the ghost file limit of 1048576 bytes (raise it with --ghost-limit)",
 	}
 	out, e, code := cr(t, "check", "-t", pid)
 	require.Equal(t, 1, code, "stdout %s\nstderr %s", out, e)

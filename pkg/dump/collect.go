@@ -57,6 +57,13 @@ func (d *dumper) collectStatic() (refused []error, err error) {
 		}
 		refused = append(refused, refusals(pid, err)...)
 	}
+	ghosts, err := files.GhostVMAs(pid, d.proc.VMAs, d.opt.GhostLimit)
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range ghosts {
+		refused = append(refused, refusals(pid, g)...)
+	}
 	fds, err := d.files.Add(pid)
 	if err != nil {
 		if !files.IsRefusal(err) {
@@ -76,7 +83,14 @@ func (d *dumper) collectStatic() (refused []error, err error) {
 		return nil, fmt.Errorf("exe of pid %d: %w", pid, err)
 	}
 	if strings.HasSuffix(exe, " (deleted)") {
-		refused = append(refused, &UnsupportedError{pid, "the executable " + exe + " was deleted"})
+		// Saved as a ghost, like the deleted files it maps (pkg/files ghost.go).
+		var r error
+		if d.proc.MM.Exe, d.proc.MM.ExeGhost, r, err = files.GhostExe(pid, d.opt.GhostLimit); err != nil {
+			return nil, err
+		}
+		if r != nil {
+			refused = append(refused, refusals(pid, r)...)
+		}
 	} else if d.proc.MM.Exe, err = memdump.Identify(fmt.Sprintf("/proc/%d/exe", pid), exe); err != nil {
 		return nil, err
 	}

@@ -32,6 +32,10 @@ type Options struct {
 	// used last (--ipc-id); see selectIPC and docs/DESIGN.md.
 	IPCAll bool
 	IPCIDs []IPCID
+	// GhostLimit is the largest deleted (or O_TMPFILE) file whose
+	// contents the image takes, in bytes (--ghost-limit; 0: 1 MiB,
+	// files.DefaultGhostLimit); a larger one is refused.
+	GhostLimit int64
 	// CheckOnly is the pre-flight (cr check -t PID): freeze the tree, read
 	// what /proc tells of it and report every reason a dump would be
 	// refused (a *RefusedError), then let it go as it was. Nothing is

@@ -91,6 +91,7 @@ func (t *tree) run() (res *Result, err error) {
 		}
 	}
 	t.files = files.NewCollector(t.opt.ShellJob)
+	t.files.GhostLimit = t.opt.GhostLimit
 	t.tr = ptrace.NewTracer()
 	t.tr.Timeout = t.opt.Timeout
 	defer t.tr.Close()
@@ -146,6 +147,7 @@ func (t *tree) run() (res *Result, err error) {
 		}
 		refused = append(refused, refusals(pid, err)...)
 	}
+	files.LogUnsaved(t.files, t.logf)
 	refused = append(refused, t.checkSessions()...)
 	if r, err := t.selectIPC(); err != nil {
 		return nil, err
@@ -637,8 +639,15 @@ func (t *tree) dumpShmem(w *image.Writer) error {
 			}
 		}
 	}
+	for _, p := range t.procs {
+		if g := p.proc.MM.ExeGhost; g != 0 { // a deleted executable
+			if err := add(g, fmt.Sprintf("/proc/%d/exe", p.pid)); err != nil {
+				return err
+			}
+		}
+	}
 	for _, f := range t.files.Files {
-		if f.Shmem != 0 { // a description of a shared memory object (a memfd)
+		if f.Shmem != 0 { // a description of a shared memory object (a memfd) or a deleted file
 			pid, fd := t.files.Owner(f.ID)
 			if err := add(f.Shmem, fmt.Sprintf("/proc/%d/fd/%d", pid, fd)); err != nil {
 				return err

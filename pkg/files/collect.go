@@ -71,9 +71,12 @@ func Read(pid int, nextID int, allowTTY bool) (*Table, error) {
 // fork: kcmp KCMP_FILE tells).
 type Collector struct {
 	allowTTY bool
-	nextID   int
-	Files    []image.File
-	owner    map[int]ref // file id -> an fd holding it
+	// GhostLimit is the largest deleted file saved, in bytes (0:
+	// DefaultGhostLimit).
+	GhostLimit int64
+	nextID     int
+	Files      []image.File
+	owner      map[int]ref // file id -> an fd holding it
 	// byKey lists, per (dev, ino), the indexes into Files of its open
 	// file descriptions, sorted in kcmp's order (see lookup).
 	byKey map[[2]uint64][]int
@@ -155,7 +158,7 @@ func (c *Collector) readAll(pid int, fdnums []int) ([]Entry, error) {
 		go func(w int) {
 			defer wg.Done()
 			for i := w; i < len(fdnums); i += workers {
-				entries[i], errs[i] = readOne(pid, fdnums[i], c.allowTTY)
+				entries[i], errs[i] = readOne(pid, fdnums[i], c.allowTTY, c.GhostLimit)
 			}
 		}(w)
 	}
@@ -324,14 +327,14 @@ func kcmpFiles(pid1, fd1, pid2, fd2 int) (uintptr, error) {
 
 // readOne reads fd of pid: what every fd has (baseEntry), then what its
 // kind adds (the first kind of the registry that recognises it).
-func readOne(pid, fd int, allowTTY bool) (Entry, error) {
+func readOne(pid, fd int, allowTTY bool, ghostLimit int64) (Entry, error) {
 	e := Entry{Fd: fd}
 	link := fmt.Sprintf("/proc/%d/fd/%d", pid, fd)
 	target, err := os.Readlink(link)
 	if err != nil {
 		return e, fmt.Errorf("fd %d: %w", fd, err)
 	}
-	p := &Probe{Pid: pid, Fd: fd, Link: link, Target: target, AllowTTY: allowTTY}
+	p := &Probe{Pid: pid, Fd: fd, Link: link, Target: target, AllowTTY: allowTTY, GhostLimit: ghostLimit}
 	if !p.IsPath() && !recognizedByLink(p) {
 		if strings.HasPrefix(target, "anon_inode:") {
 			return e, &UnsupportedError{Fd: fd, What: anonKind(target)}

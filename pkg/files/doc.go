@@ -10,6 +10,9 @@
 //	opath.go    O_PATH descriptors     epoll.go     epoll instances
 //	procfs.go   /proc/PID/... paths    timerfd.go   timerfds
 //	unixsock.go unix socketpairs       refuse.go    what is refused (locks, anon inodes)
+//	signalfd.go signalfds              pidfd.go     pidfds
+//	inotify.go  inotify instances      fanotify.go  fanotify groups
+//	notify.go   (marks' files by handle) ghost.go   deleted and O_TMPFILE files
 //
 // A kind implements Kind (kind.go): Type (its image record's type name),
 // Recognize (from the fd link text, stat and fdinfo), Dump (fill its
@@ -40,7 +43,7 @@
 //
 // Refusals: state cr cannot save yet is refused with an *UnsupportedError
 // (or *TTYError for a terminal without --shell-job) naming the fd and the
-// kind, e.g. "fd 5 is a signalfd"; a collection gathers every refusal and
+// kind, e.g. "fd 5 is a userfaultfd"; a collection gathers every refusal and
 // reports them together (IsRefusal tells them from failures to read).
 //
 // Procfs paths naming a process (/proc/self, /proc/thread-self, /proc/PID,

@@ -101,6 +101,9 @@ type Probe struct {
 	Flags    uint32 // open flags (fdinfo "flags:", FD_CLOEXEC apart)
 	Ident    image.FileIdent
 	AllowTTY bool // terminals are saved (a shell job), not refused
+	// GhostLimit is the largest deleted file saved, in bytes (0:
+	// DefaultGhostLimit; ghost.go).
+	GhostLimit int64
 
 	statOnce sync.Once
 	st       unix.Stat_t

@@ -78,6 +78,9 @@ func Load(dir string) (*Checkpoint, error) {
 				return nil, &FormatError{MMFile(pid), 0, fmt.Sprintf("vma %#x-%#x maps the unknown shared memory object %d", v.Start, v.End, v.Shmem)}
 			}
 		}
+		if g := p.MM.ExeGhost; g != 0 && !shm[g] {
+			return nil, &FormatError{MMFile(pid), 0, fmt.Sprintf("the executable is the unknown saved file %d", g)}
+		}
 		c.Processes = append(c.Processes, p)
 	}
 	if bad := checkIPC(c); bad != "" {

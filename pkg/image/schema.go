@@ -4,7 +4,7 @@ package image
 // minor version only adds optional fields.
 const (
 	FormatMajor = 1
-	FormatMinor = 2
+	FormatMinor = 3
 )
 
 // PageSize is the size of a page in pages files.
@@ -348,6 +348,10 @@ type MM struct {
 	EnvEnd     uint64    `json:"env_end"`
 	Auxv       []uint64  `json:"auxv"`
 	Exe        FileIdent `json:"exe"`
+	// ExeGhost is set when the executable had been deleted (format 1.3):
+	// the id of its saved contents (a Shmem of kind ShmemGhost), which
+	// restore makes the exe link point at; Exe is then not checked.
+	ExeGhost uint64 `json:"exe_ghost,omitempty"`
 }
 
 // FileIdent names a file and what it was when dumped, so that restore can
@@ -444,6 +448,14 @@ const (
 	FileTimerfd = "timerfd"
 	FileFIFO    = "fifo" // a named pipe, reopened by path; Pipe holds its contents
 	FileInet    = "inet" // an AF_INET or AF_INET6 socket; Inet holds it (format 1.2)
+	// Format 1.3: signalfd(2), inotify(7), fanotify(7) and pidfd_open(2)
+	// descriptors, and descriptions of deleted (or O_TMPFILE) files, whose
+	// contents are a Shmem of kind ShmemGhost named by File.Shmem.
+	FileSignalfd = "signalfd" // Signalfd holds the mask
+	FileInotify  = "inotify"  // Inotify holds the watches
+	FileFanotify = "fanotify" // Fanotify holds the flags and marks
+	FilePidfd    = "pidfd"    // Pidfd names the process
+	FileGhost    = "ghost"    // a deleted file; Shmem names its saved contents
 )
 
 // File is one open file description (files.img, TagFile); fds refer to it
@@ -463,6 +475,11 @@ type File struct {
 	Eventfd *Eventfd      `json:"eventfd,omitempty"`
 	Epoll   []EpollTarget `json:"epoll,omitempty"`
 	Inet    *InetSocket   `json:"inet,omitempty"` // FileInet (format 1.2)
+
+	Signalfd *Signalfd `json:"signalfd,omitempty"` // FileSignalfd (format 1.3)
+	Inotify  *Inotify  `json:"inotify,omitempty"`  // FileInotify (format 1.3)
+	Fanotify *Fanotify `json:"fanotify,omitempty"` // FileFanotify (format 1.3)
+	Pidfd    *Pidfd    `json:"pidfd,omitempty"`    // FilePidfd (format 1.3)
 
 	// External names a pipe or socketpair end whose other end was held
 	// by no process of the image (a pipeline with a process outside the
@@ -522,6 +539,64 @@ type Eventfd struct {
 	Semaphore bool   `json:"semaphore,omitempty"`
 }
 
+// Signalfd is a signalfd's mask (format 1.3): bit n-1 stands for signal
+// n, as fdinfo "sigmask:" shows it (fs/signalfd.c). The signals it reports
+// are the reading task's own pending signals (core-PID.img), not part of
+// the signalfd.
+type Signalfd struct {
+	Mask uint64 `json:"mask"`
+}
+
+// Inotify is an inotify instance (format 1.3): its watches, in watch
+// descriptor order. Events queued at the dump are not saved (reading them
+// would take them from the program); QueuedBytes says how many there were.
+type Inotify struct {
+	Watches     []InotifyWatch `json:"watches,omitempty"`
+	QueuedBytes int            `json:"queued_bytes,omitempty"` // FIONREAD at the dump, for information
+}
+
+// InotifyWatch is one watch: its descriptor (as the program knows it), the
+// watched file's path at the dump and identity, and the event mask
+// (IN_* bits as fdinfo "mask:" shows them, fs/notify/inotify).
+type InotifyWatch struct {
+	Wd   int    `json:"wd"`
+	Path string `json:"path"`
+	Dev  uint64 `json:"dev"` // st_dev (userspace encoding)
+	Ino  uint64 `json:"ino"`
+	Mask uint32 `json:"mask"`
+}
+
+// Fanotify is a fanotify group (format 1.3): fanotify_init(2)'s flags and
+// event_f_flags, and its marks.
+type Fanotify struct {
+	Flags      uint32         `json:"flags"`       // fdinfo "flags:"
+	EventFlags uint32         `json:"event_flags"` // fdinfo "event-flags:"
+	Marks      []FanotifyMark `json:"marks,omitempty"`
+}
+
+// FanotifyMark is one mark: on an inode ("inode"), a mount ("mount") or
+// a filesystem ("filesystem"), named by a path; with its mark flags and
+// masks as fdinfo shows them (fs/notify/fdinfo.c).
+type FanotifyMark struct {
+	Kind        string `json:"kind"`
+	Path        string `json:"path"`
+	Dev         uint64 `json:"dev,omitempty"`
+	Ino         uint64 `json:"ino,omitempty"`
+	MFlags      uint32 `json:"mflags,omitempty"`
+	Mask        uint64 `json:"mask"`
+	IgnoredMask uint64 `json:"ignored_mask,omitempty"`
+}
+
+// Pidfd is a pidfd (format 1.3): the process (or, Thread set, the thread)
+// it refers to, a process of the image, by its pid (equal after restore).
+// Exited: the process had exited and been reaped (fdinfo "Pid: -1"); the
+// restored pidfd refers to a process that has exited.
+type Pidfd struct {
+	Pid    int  `json:"pid"`
+	Thread bool `json:"thread,omitempty"` // PIDFD_THREAD
+	Exited bool `json:"exited,omitempty"`
+}
+
 // EpollTarget is one entry of an epoll interest list: the fd (in this
 // process) whose file is watched, with the event mask and user data.
 type EpollTarget struct {
@@ -558,18 +633,36 @@ type Process struct {
 const (
 	ShmemAnon  = "anon"  // MAP_SHARED|MAP_ANONYMOUS ("/dev/zero (deleted)")
 	ShmemMemfd = "memfd" // memfd_create(2)
+	// ShmemGhost is a deleted (or O_TMPFILE) regular file still open or
+	// mapped (format 1.3): restore makes it unlinked on the same
+	// filesystem (in Path's directory) with Mode, Uid, Gid, Size and the
+	// saved contents. Its ID is GhostID(dev, ino).
+	ShmemGhost = "ghost"
 )
 
 // Shmem is a shared memory object (files.img, TagShmem): mapped by one or
 // more processes, or open as a memfd; its contents are saved once, in
 // shmem-pages.img, as runs whose Addr is the offset in the object.
 type Shmem struct {
-	ID    uint64    `json:"id"` // inode number at dump time
-	Kind  string    `json:"kind"`
-	Name  string    `json:"name,omitempty"` // memfd name
-	Size  int64     `json:"size"`
-	Seals int       `json:"seals,omitempty"` // F_GET_SEALS of a memfd
-	Runs  []PageRun `json:"runs,omitempty"`
+	ID    uint64 `json:"id"` // inode number at dump time
+	Kind  string `json:"kind"`
+	Name  string `json:"name,omitempty"` // memfd name
+	Size  int64  `json:"size"`
+	Seals int    `json:"seals,omitempty"` // F_GET_SEALS of a memfd
+	// A ghost's path at the dump (without " (deleted)"), file mode
+	// (type and permission bits) and owner (format 1.3).
+	Path string    `json:"path,omitempty"`
+	Mode uint32    `json:"mode,omitempty"`
+	Uid  uint32    `json:"uid,omitempty"`
+	Gid  uint32    `json:"gid,omitempty"`
+	Runs []PageRun `json:"runs,omitempty"`
+}
+
+// GhostID is the Shmem id of the deleted file (dev, ino): apart from the
+// ids of shared memory objects (their inode numbers, below 2^63) by its
+// top bit.
+func GhostID(dev, ino uint64) uint64 {
+	return 1<<63 | (dev&0x7fffff)<<40 | ino&(1<<40-1)
 }
 
 // IPCPerm is the identity and permissions of a SysV IPC object (struct

@@ -204,8 +204,18 @@ vmas:
 			v.Shmem = m.Inode
 		case m.Inode != 0:
 			if strings.HasSuffix(m.Path, " (deleted)") {
-				refused = append(refused, &UnsupportedError{fmt.Sprintf("%s maps the deleted file %s", where, strings.TrimSuffix(m.Path, " (deleted)"))})
-				continue vmas
+				// A deleted regular file: its contents are saved once as a
+				// ghost (image.ShmemGhost; pkg/files ghost.go).
+				id, err := Identify(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End), m.Path)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", where, err)
+				}
+				if id.Mode&unix.S_IFMT != unix.S_IFREG {
+					refused = append(refused, &UnsupportedError{fmt.Sprintf("%s maps the deleted file %s, which is not a regular file", where, strings.TrimSuffix(m.Path, " (deleted)"))})
+					continue vmas
+				}
+				v.Shmem = image.GhostID(id.Dev, id.Ino)
+				break
 			}
 			if m.Shared() && (strings.HasPrefix(m.Path, "/dev/zero") || strings.HasPrefix(m.Path, "/memfd:")) {
 				refused = append(refused, &UnsupportedError{fmt.Sprintf("%s is shared memory (%s)", where, m.Path)})

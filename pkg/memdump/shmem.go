@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/cr-tools/cr/pkg/image"
 	"golang.org/x/sys/unix"
@@ -26,6 +27,10 @@ func DumpShmem(id uint64, src ShmemSource, w *image.PagesWriter) (image.Shmem, e
 		sh.Kind = image.ShmemMemfd
 		sh.Name = strings.TrimSuffix(name, " (deleted)")
 	}
+	if id&(1<<63) != 0 { // image.GhostID: a deleted file
+		sh.Kind = image.ShmemGhost
+		sh.Path = strings.TrimSuffix(src.Name, " (deleted)")
+	}
 	f, err := os.Open(src.Path)
 	if err != nil {
 		return sh, fmt.Errorf("open shared memory %s: %w", src.Name, err)
@@ -36,6 +41,11 @@ func DumpShmem(id uint64, src ShmemSource, w *image.PagesWriter) (image.Shmem, e
 		return sh, err
 	}
 	sh.Size = st.Size()
+	if sh.Kind == image.ShmemGhost {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			sh.Mode, sh.Uid, sh.Gid = sys.Mode, sys.Uid, sys.Gid
+		}
+	}
 	if sh.Kind == image.ShmemMemfd {
 		if seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0); err == nil {
 			sh.Seals = seals

@@ -146,12 +146,5 @@ func TestLocksRefused(t *testing.T) {
 }
 
 // TestAnonKindMessages: anonymous-inode files cr cannot save are named by
-// their kind, with the right article.
-func TestAnonKindMessages(t *testing.T) {
-	for mode, what := range map[string]string{"pidfd": "a pidfd", "signalfd": "a signalfd"} {
-		t.Run(mode, func(t *testing.T) {
-			p := fdCase(t, mode)
-			refused(t, p, fmt.Sprintf("pid %d: fd 3 is %s: not supported yet", p.Pid, what))
-		})
-	}
-}
+// their kind, with the right article: see TestOddRefusals (pidfds and
+// signalfds, the kinds this test used, are saved now).

@@ -396,6 +396,10 @@ func (t *treeRestore) Shmem(id uint64) (int, error) {
 	var fd int
 	var err error
 	switch sh.Kind {
+	case image.ShmemGhost: // a deleted file (pkg/files ghost.go)
+		if fd, err = files.MakeGhost(sh); err != nil {
+			return 0, err
+		}
 	case image.ShmemMemfd:
 		if fd, err = unix.MemfdCreate(sh.Name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING); err != nil {
 			return 0, fmt.Errorf("memfd_create: %w", err)
@@ -445,7 +449,27 @@ func (t *treeRestore) Shmem(id uint64) (int, error) {
 	}
 	// Seals go on once every process has mapped it (a sealed memfd cannot
 	// be mapped writable any more).
+	if sh.Kind == image.ShmemGhost && t.isExe(id) {
+		// A deleted executable: PR_SET_MM_MAP's exe_fd refuses a file
+		// open for writing anywhere (EACCES), so cr keeps a read-only one.
+		ro, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return 0, fmt.Errorf("the deleted executable %s: %w", sh.Path, err)
+		}
+		unix.Close(fd)
+		t.shmem[id], fd = ro, ro
+	}
 	return fd, nil
+}
+
+// isExe tells whether the saved deleted file id is a process's executable.
+func (t *treeRestore) isExe(id uint64) bool {
+	for _, p := range t.ck.Processes {
+		if p.MM.ExeGhost == id {
+			return true
+		}
+	}
+	return false
 }
 
 // sealShmem puts the seals back on the memfds, once everything is mapped.
@@ -518,7 +542,16 @@ func (r *restorer) grab(fd int) (int, error) { return files.CopyFd(r.task.Pid, f
 // restoreMM sets the mm layout, auxv and exe link (PR_SET_MM_MAP).
 func (r *restorer) restoreMM() error {
 	mm := &r.proc.MM
-	exe, err := r.openInTask(mm.Exe.Path, unix.O_RDONLY|unix.O_CLOEXEC)
+	var exe int
+	var err error
+	if mm.ExeGhost != 0 { // deleted: its saved copy
+		var obj int
+		if obj, err = r.t.Shmem(mm.ExeGhost); err == nil {
+			exe, err = r.receive(obj)
+		}
+	} else {
+		exe, err = r.openInTask(mm.Exe.Path, unix.O_RDONLY|unix.O_CLOEXEC)
+	}
 	if err != nil {
 		return fmt.Errorf("executable: %w", err)
 	}

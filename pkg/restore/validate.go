@@ -190,8 +190,10 @@ func (t *treeRestore) validateProcess(p *image.Process) (err error) {
 		return fdLimitError(tk.Pid, plan, nofile.Max)
 	}
 	// Files the address space maps must be exactly what was dumped.
-	if err := checkIdent(&p.MM.Exe, "the executable"); err != nil {
-		return err
+	if p.MM.ExeGhost == 0 { // a deleted one is made from the image
+		if err := checkIdent(&p.MM.Exe, "the executable"); err != nil {
+			return err
+		}
 	}
 	seen := map[string]bool{}
 	for _, v := range p.VMAs {

@@ -18,4 +18,5 @@ var kinds = []Kind{
 	tty{},
 	chardev{},
 	fifo{},
+	otherSocket{}, // last: any socket no kind above takes is refused
 }

@@ -31,6 +31,11 @@ type Options struct {
 	// used last (--ipc-id); see selectIPC and docs/DESIGN.md.
 	IPCAll bool
 	IPCIDs []IPCID
+	// ExtUnixSk saves a unix datagram socket connected to a named socket
+	// outside the tree (syslog's /dev/log) to be reconnected by path at
+	// restore (--ext-unix-sk, CRIU's name); without it such a socket is
+	// refused.
+	ExtUnixSk bool
 	// CheckOnly is the pre-flight (cr check -t PID): freeze the tree, read
 	// what /proc tells of it and report every reason a dump would be
 	// refused (a *RefusedError), then let it go as it was. Nothing is

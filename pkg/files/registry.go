@@ -10,6 +10,8 @@ var kinds = []Kind{
 	eventfd{},
 	timerfd{},
 	unixSocket{},
+	udp{},
+	netlink{},
 	epoll{},
 	opath{},
 	memfd{},

@@ -465,7 +465,7 @@ type File struct {
 	Eventfd *Eventfd       `json:"eventfd,omitempty"`
 	Epoll   []EpollTarget  `json:"epoll,omitempty"`
 	Inet    *InetSocket    `json:"inet,omitempty"`    // FileInet (format 1.2), FileUDP (1.3)
-	UDP     *UDPQueue      `json:"udp,omitempty"`     // FileUDP (format 1.3)
+	UDP     *UDPSocket     `json:"udp,omitempty"`     // FileUDP (format 1.3)
 	Netlink *NetlinkSocket `json:"netlink,omitempty"` // FileNetlink (format 1.3)
 
 	// External names a pipe or socketpair end whose other end was held
@@ -829,10 +829,12 @@ type TCPWindow struct {
 	Extra []byte `json:"extra,omitempty"`
 }
 
-// UDPQueue is what a UDP socket (FileUDP, format 1.3; its address and
-// options are in File.Inet) had waiting to be read.
-type UDPQueue struct {
+// UDPSocket is what a UDP socket (FileUDP, format 1.3; its addresses and
+// the options it shares with TCP are in File.Inet) has besides: the
+// datagrams waiting to be read and the UDP-only options.
+type UDPSocket struct {
 	Datagrams []Datagram `json:"datagrams,omitempty"` // in arrival order
+	Broadcast bool       `json:"broadcast,omitempty"` // SO_BROADCAST
 }
 
 // Datagram is one datagram queued for reading, with the address it came

@@ -169,6 +169,17 @@ func (unixSocket) Resolve(c *Collector, files []*image.File) error {
 		}
 		u.Type, u.State, u.Shutdown, u.Name = int(s.Type), int(s.State), int(s.Shutdown), s.Name
 		peer := uint64(s.Peer)
+		if peer == 0 && s.State == sockdiag.TCPEstablished && s.Type != unix.SOCK_DGRAM {
+			// A connection waiting in a listener's accept queue has no
+			// peer inode yet: the listener's list of pending clients
+			// tells. One outside the tree makes the socket external.
+			if l, ok := pendingIn(socks, s.Ino); ok && inTree[uint64(l.Ino)] == nil {
+				u.Type, u.State, u.PeerName = int(s.Type), int(s.State), l.Name
+				f.External = fmt.Sprintf("socket:[%d]", u.Ino)
+				u.Queue, u.QueueFds = nil, nil
+				continue
+			}
+		}
 		if peer != 0 && inTree[peer] == nil {
 			ps := socks[peer]
 			u.PeerName = ps.Name
@@ -295,4 +306,20 @@ func (unixSocket) Check(env Env, f *image.File) error {
 
 func sameVFS(a, b *sockdiag.UnixVFS) bool {
 	return a == nil && b == nil || a != nil && b != nil && *a == *b
+}
+
+// pendingIn finds the listener whose accept queue holds the connection of
+// client ino.
+func pendingIn(socks map[uint64]sockdiag.UnixSock, ino uint32) (sockdiag.UnixSock, bool) {
+	for _, s := range socks {
+		if s.State != sockdiag.TCPListen {
+			continue
+		}
+		for _, ic := range s.Icons {
+			if ic == ino {
+				return s, true
+			}
+		}
+	}
+	return sockdiag.UnixSock{}, false
 }

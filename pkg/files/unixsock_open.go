@@ -73,8 +73,12 @@ func (k unixSocket) make(o *Opener, t *sockState, f *image.File) error {
 		_, err := o.Open(l)
 		return err
 	}
+	// A datagram socket is made alone but for an unnamed pair (a
+	// socketpair, its peer perhaps closed): connecting to a datagram
+	// socket marks both connected (unix_dgram_connect), so a named one
+	// that others connect to reads as connected without a peer.
 	single := u.ExtPath != "" || u.State == sockdiag.TCPClose && u.Peer == 0 ||
-		u.Type == unix.SOCK_DGRAM && peer != nil && (peer.Unix.Peer != u.Ino || u.Name != "" || peer.Unix.Name != "")
+		u.Type == unix.SOCK_DGRAM && u.State != 0 && (u.Name != "" || peer != nil && (peer.Unix.Peer != u.Ino || peer.Unix.Name != ""))
 	if single {
 		s, err := t.newSocket(o, u.Type)
 		if err != nil {

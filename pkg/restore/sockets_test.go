@@ -2,10 +2,16 @@ package restore_test
 
 import (
 	"bytes"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cr-tools/cr/internal/testutil"
 	"github.com/cr-tools/cr/pkg/dump"
@@ -208,4 +214,66 @@ func TestExtUnixStreamRefused(t *testing.T) {
 func TestSocketsRefused(t *testing.T) {
 	p := startSockets(t, "refused")
 	refused(t, p, "fd 3 is a packet socket", "fd 4 is a raw IPv4 socket (protocol 1)", "fd 5 is a UDP-Lite IPv4 socket")
+}
+
+// TestRoundTripHAProxy: haproxy (Debian's) with its stats socket, which it
+// binds at admin.sock.PID.tmp and renames to admin.sock: after the restore
+// the socket answers "show info" at admin.sock. When CI=true a missing
+// haproxy fails the test.
+func TestRoundTripHAProxy(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("haproxy is not installed (apt-get install haproxy; .ci/run does)")
+		}
+		t.Skip("haproxy is not installed (apt-get install haproxy)")
+	}
+	work := t.TempDir()
+	sock := filepath.Join(work, "admin.sock")
+	cfg := filepath.Join(work, "haproxy.cfg")
+	require.NoError(t, os.WriteFile(cfg, []byte("global\n\tstats socket "+sock+" mode 600 level admin\n\tnbthread 2\n"+
+		"defaults\n\tmode tcp\n\ttimeout connect 1s\n\ttimeout client 1s\n\ttimeout server 1s\n"), 0o600))
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer null.Close()
+	pid, err := syscall.ForkExec(bin, []string{"haproxy", "-db", "-f", cfg}, &syscall.ProcAttr{
+		Dir: work, Env: []string{"PATH=/usr/bin:/bin"}, Files: []uintptr{null.Fd(), null.Fd(), null.Fd()},
+		Sys: &syscall.SysProcAttr{Setsid: true},
+	})
+	require.NoError(t, err)
+	p := testutil.Adopt(t, pid, work)
+	showInfo := func() string {
+		var out string
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			c, err := net.Dial("unix", sock)
+			if err == nil {
+				c.SetDeadline(time.Now().Add(2 * time.Second))
+				c.Write([]byte("show info\n"))
+				b, _ := io.ReadAll(c)
+				c.Close()
+				if out = string(b); strings.Contains(out, "Name: HAProxy") {
+					return out
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("no answer to show info at %s: %q", sock, out)
+		return ""
+	}
+	before := showInfo()
+	require.Contains(t, before, "Pid: "+strconv.Itoa(pid))
+	dir := filepath.Join(t.TempDir(), "img")
+	var log bytes.Buffer
+	_, err = dump.Run(dump.Options{Pid: pid, Dir: dir})
+	require.NoError(t, err)
+	p.Kill()
+	res, err := restore.Run(restore.Options{Dir: dir, Log: &log})
+	require.NoError(t, err, log.String())
+	q := testutil.Adopt(t, res.Pid, work)
+	defer q.Kill()
+	after := showInfo()
+	require.Contains(t, after, "Pid: "+strconv.Itoa(pid))
+	require.Contains(t, log.String(), "the name its file has now")
 }

@@ -143,6 +143,7 @@ func cmdDump(args []string) (bool, error) {
 	ipcAll := fs.Bool("ipc-all", false, "dump every SysV IPC object of the IPC namespace, not only the tree's")
 	ipcIDs := fs.String("ipc-id", "", "also dump these SysV IPC objects: shm:ID,sem:ID,msg:ID")
 	ghostLimit := fs.String("ghost-limit", "1M", "largest deleted file whose contents go into the image (bytes, or with K, M, G)")
+	extUnix := fs.Bool("ext-unix-sk", false, "save unix datagram sockets connected to a socket outside the tree (/dev/log) to reconnect them by path at restore")
 	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
 	if err := parse(fs, args); err != nil {
 		return false, err
@@ -159,6 +160,7 @@ func cmdDump(args []string) (bool, error) {
 		return *v, &usageError{"dump: --ipc-id: " + err.Error()}
 	}
 	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync, ShellJob: *shell, IPCAll: *ipcAll, IPCIDs: ids, GhostLimit: gl}
+	opt.ExtUnixSk = *extUnix
 	if *v {
 		opt.Log = os.Stderr
 	}

@@ -36,6 +36,11 @@ type Options struct {
 	// contents the image takes, in bytes (--ghost-limit; 0: 1 MiB,
 	// files.DefaultGhostLimit); a larger one is refused.
 	GhostLimit int64
+	// ExtUnixSk saves a unix datagram socket connected to a named socket
+	// outside the tree (syslog's /dev/log) to be reconnected by path at
+	// restore (--ext-unix-sk, CRIU's name); without it such a socket is
+	// refused.
+	ExtUnixSk bool
 	// CheckOnly is the pre-flight (cr check -t PID): freeze the tree, read
 	// what /proc tells of it and report every reason a dump would be
 	// refused (a *RefusedError), then let it go as it was. Nothing is

@@ -92,6 +92,7 @@ func (t *tree) run() (res *Result, err error) {
 	}
 	t.files = files.NewCollector(t.opt.ShellJob)
 	t.files.GhostLimit = t.opt.GhostLimit
+	t.files.ExtUnixSk = t.opt.ExtUnixSk
 	t.tr = ptrace.NewTracer()
 	t.tr.Timeout = t.opt.Timeout
 	defer t.tr.Close()

@@ -86,6 +86,10 @@ type Collector struct {
 	procs    map[int][]image.Fd
 	procUses []procUse // procfs paths naming a process, checked by Finish
 	refused  []error   // what Finish found cr cannot save
+	// ExtUnixSk: a unix datagram socket connected to a named socket
+	// outside the tree is saved to be reconnected by path (--ext-unix-sk).
+	ExtUnixSk bool
+	inflight  []int // cr's copies of descriptors in flight (addInFlight), closed by Finish
 }
 
 type ref struct{ pid, fd int }
@@ -208,6 +212,10 @@ func IsRefusal(err error) bool {
 func (c *Collector) Finish() error {
 	c.refused = nil
 	if err := c.checkProcPaths(); err != nil {
+		return err
+	}
+	defer c.closeInFlight()
+	if err := c.gather(); err != nil {
 		return err
 	}
 	for _, k := range kinds {

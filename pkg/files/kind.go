@@ -108,6 +108,8 @@ type Probe struct {
 	statOnce sync.Once
 	st       unix.Stat_t
 	stErr    error
+	sockOnce sync.Once
+	sock     [3]int // SO_DOMAIN, SO_TYPE, SO_PROTOCOL (sockKind)
 }
 
 // Stat is stat(2) of the fd's file (through its /proc link), read once.

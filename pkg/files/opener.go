@@ -125,8 +125,8 @@ func (o *Opener) Late(f func() error) { o.late = append(o.late, f) }
 
 // Finish runs the fix-ups Late registered, in order.
 func (o *Opener) Finish() error {
-	for _, f := range o.late {
-		if err := f(); err != nil {
+	for i := 0; i < len(o.late); i++ { // a fix-up may add more
+		if err := o.late[i](); err != nil {
 			return err
 		}
 	}

@@ -14,6 +14,8 @@ var kinds = []Kind{
 	fanotify{},
 	pidfd{},
 	unixSocket{},
+	udp{},
+	netlink{},
 	epoll{},
 	opath{},
 	memfd{},
@@ -23,4 +25,5 @@ var kinds = []Kind{
 	tty{},
 	chardev{},
 	fifo{},
+	otherSocket{}, // last: any socket no kind above takes is refused
 }

@@ -1,32 +1,51 @@
 package files
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/cr-tools/cr/pkg/image"
+	"github.com/cr-tools/cr/pkg/sockdiag"
 	"golang.org/x/sys/unix"
 )
 
-// unixSocket: one end of a unix socketpair ("socket:[INO]"), record
-// image.UnixSocket. Every socket fd is taken to be one at first; at the end
-// of the collection sock_diag (NETLINK_SOCK_DIAG, unix_diag) tells its type,
-// peer, name and shutdown state: a named socket or another family is refused,
-// an end whose peer no process of the tree holds is external ("socket:[INO]",
-// given back by the caller at restore), and the messages queued for it are
-// read without taking them (MSG_PEEK with SO_PEEK_OFF). Restore makes each
-// pair once with socketpair(2), queues the messages again through the peer,
-// sets the buffer sizes, and shuts it down once every process is built.
+// unixSocket: an AF_UNIX socket ("socket:[INO]"), record image.UnixSocket:
+// socketpair ends and named sockets (paths and abstract names) of every
+// type (stream, datagram, seqpacket), bound, listening or connected. What
+// the socket is comes from sock_diag (pkg/sockdiag, unix_diag: name, VFS,
+// peer, pending connections, shutdown) at the end of the collection
+// (Resolve). Before that, Gather reads every socket's receive queue
+// without taking it (MSG_PEEK with SO_PEEK_OFF) with the descriptors its
+// SCM_RIGHTS messages carry: cr receives copies of them and collects them
+// as descriptions held by no process (Collector.addInFlight), which are
+// saved like any file. CRIU's criu/sk-unix.c does the same.
+//
+// An end whose peer no process of the tree holds: a datagram socket
+// connected to a named socket outside (syslog's /dev/log) is reconnected
+// by path with Collector.ExtUnixSk (--ext-unix-sk) and refused without;
+// any other such end is external ("socket:[INO]", given back by the
+// caller at restore with --inherit-fd), as reconnecting a stream would
+// start a new conversation in the middle of a protocol.
+//
+// Restore (unixsock_open.go) makes socketpairs for unnamed pairs, binds
+// named sockets (the socket file checked first: Check), listens, rebuilds
+// connections accepted from a listener of the image by connecting to it,
+// and the pending ones with a client whose other end stays in the accept
+// queue; once every process is built it refills the queues with their
+// descriptors, connects datagram sockets and shuts down what was shut.
 type unixSocket struct{}
 
 func (unixSocket) Type() string { return image.FileUnix }
 
-func (unixSocket) Recognize(p *Probe) bool { return strings.HasPrefix(p.Target, "socket:") }
+func (unixSocket) Recognize(p *Probe) bool {
+	return strings.HasPrefix(p.Target, "socket:") && sockDomain(p) == unix.AF_UNIX
+}
 
 func (unixSocket) Dump(p *Probe, f *image.File) error {
-	f.Unix = &image.UnixSocket{Ino: p.Ident.Ino} // checked with sock_diag in Resolve
+	f.Unix = &image.UnixSocket{Ino: p.Ident.Ino} // completed with sock_diag in Resolve
 	return nil
 }
 
@@ -34,321 +53,273 @@ func (unixSocket) Validate(_ *image.Checkpoint, f *image.File) error {
 	if err := need(f.Unix != nil, f, "socket record"); err != nil {
 		return err
 	}
-	if u := f.Unix; f.External == "" && u.Type != unix.SOCK_STREAM && u.Type != unix.SOCK_DGRAM && u.Type != unix.SOCK_SEQPACKET {
+	u := f.Unix
+	if f.External == "" && u.Type != unix.SOCK_STREAM && u.Type != unix.SOCK_DGRAM && u.Type != unix.SOCK_SEQPACKET {
 		return fmt.Errorf("a unix socket of type %d", u.Type)
 	}
-	if u := f.Unix; u.Shutdown < 0 || u.Shutdown > 3 {
+	if u.Shutdown < 0 || u.Shutdown > 3 {
 		return fmt.Errorf("unix socket shutdown mask %d", u.Shutdown)
+	}
+	if len(u.QueueFds) > len(u.Queue) {
+		return fmt.Errorf("unix socket with descriptors for %d of %d messages", len(u.QueueFds), len(u.Queue))
+	}
+	if u.File != nil && !filepath.IsAbs(u.File.Path) {
+		return fmt.Errorf("unix socket file %q is not absolute", u.File.Path)
 	}
 	return nil
 }
 
-// sockState is what one restore's socket ends share.
-type sockState struct {
-	socks       map[uint64]int // unix socket inode -> cr's fd of that end
-	closedPeers map[uint64]int // socket inode -> the other end, to close
-}
-
-func (k unixSocket) Open(o *Opener, f *image.File) (int, error) {
-	fd, err := k.open(o, f)
-	if err != nil {
-		return 0, err
-	}
-	if err := SetFlags(fd, f.Flags); err != nil {
-		unix.Close(fd)
-		return 0, err
-	}
-	return fd, nil
-}
-
-// open makes the socketpair of a unix socket of the image (the first
-// of its two ends to come), queues the messages the socket had waiting (sent
-// through its peer), and returns a new fd of this end.
-func (k unixSocket) open(o *Opener, f *image.File) (int, error) {
-	t := stateOf[sockState](o, k)
-	if t.socks == nil {
-		t.socks, t.closedPeers = map[uint64]int{}, map[uint64]int{}
-	}
+func (unixSocket) Describe(f *image.File) string {
 	u := f.Unix
-	if _, ok := t.socks[u.Ino]; !ok {
-		sp, err := unix.Socketpair(unix.AF_UNIX, u.Type|unix.SOCK_CLOEXEC, 0)
+	if u == nil {
+		return f.Ident.Path
+	}
+	s := fmt.Sprintf("unix %s socket:[%d]", unixTypeName(u.Type), u.Ino)
+	if u.Name != "" {
+		s += " " + printName(u.Name)
+	}
+	switch {
+	case u.State == sockdiag.TCPListen:
+		s += fmt.Sprintf(" listening, %d pending", len(u.Pending))
+	case u.ExtPath != "":
+		s += " connected to " + printName(u.ExtPath) + " (outside, --ext-unix-sk)"
+	case f.External != "" && u.PeerName != "":
+		s += " connected to " + printName(u.PeerName) + " (outside the tree)"
+	}
+	if n := len(u.Queue); n > 0 {
+		s += fmt.Sprintf(", %d queued", n)
+	}
+	return s
+}
+
+func unixTypeName(t int) string {
+	switch t {
+	case unix.SOCK_STREAM:
+		return "stream"
+	case unix.SOCK_DGRAM:
+		return "dgram"
+	case unix.SOCK_SEQPACKET:
+		return "seqpacket"
+	}
+	return fmt.Sprintf("type-%d", t)
+}
+
+// printName shows a unix address: an abstract name as "@name".
+func printName(n string) string {
+	if strings.HasPrefix(n, "\x00") {
+		return "@" + n[1:]
+	}
+	return n
+}
+
+// sockDomain is SO_DOMAIN of the socket fd p (-1 if it cannot be read).
+func sockDomain(p *Probe) int {
+	d, _, _ := sockKind(p)
+	return d
+}
+
+// sockKind reads SO_DOMAIN, SO_TYPE and SO_PROTOCOL of the socket fd p,
+// on a copy of it (pidfd_getfd); -1s if it cannot be read.
+func sockKind(p *Probe) (domain, typ, proto int) {
+	p.sockOnce.Do(func() {
+		p.sock = [3]int{-1, -1, -1}
+		s, err := CopyFd(p.Pid, p.Fd)
 		if err != nil {
-			return 0, fmt.Errorf("socketpair: %w", err)
+			return
 		}
-		t.socks[u.Ino] = sp[0]
-		o.Keep(sp[0])
-		o.Keep(sp[1])
-		if u.Peer != 0 {
-			t.socks[u.Peer] = sp[1]
-		} else {
-			t.closedPeers[u.Ino] = sp[1] // the peer was closed: close it once the queue is in
-		}
-	}
-	me := t.socks[u.Ino]
-	peer, ok := t.socks[u.Peer]
-	if u.Peer == 0 {
-		peer, ok = t.closedPeers[u.Ino]
-	}
-	if len(u.Queue) > 0 {
-		if !ok {
-			return 0, fmt.Errorf("image is inconsistent: no peer for socket:[%d]", u.Ino)
-		}
-		// Let the queue in whatever the buffers' sizes are now; the sender's
-		// buffer is put back right after.
-		total := 0
-		for _, m := range u.Queue {
-			total += len(m) + 1024
-		}
-		if cur, err := unix.GetsockoptInt(peer, unix.SOL_SOCKET, unix.SO_SNDBUF); err == nil && cur < 2*total {
-			unix.SetsockoptInt(peer, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 2*total)
-			defer unix.SetsockoptInt(peer, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, cur/2) // the kernel doubles it
-		}
-		for _, m := range u.Queue {
-			if _, err := unix.SendmsgN(peer, m, nil, nil, unix.MSG_DONTWAIT); err != nil {
-				return 0, fmt.Errorf("queue %d bytes on socket:[%d]: %w (the queue no longer fits)", len(m), u.Ino, err)
+		defer unix.Close(s)
+		for i, opt := range []int{unix.SO_DOMAIN, unix.SO_TYPE, unix.SO_PROTOCOL} {
+			if v, err := unix.GetsockoptInt(s, unix.SOL_SOCKET, opt); err == nil {
+				p.sock[i] = v
 			}
 		}
-	}
-	// The buffer sizes the process had (the kernel doubles what is set).
-	if u.SndBuf > 0 {
-		unix.SetsockoptInt(me, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, u.SndBuf/2)
-	}
-	if u.RcvBuf > 0 {
-		unix.SetsockoptInt(me, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, u.RcvBuf/2)
-	}
-	if u.Shutdown != 0 {
-		// Shut down once every queued message is in (Opener.Finish).
-		how := map[int]int{1: unix.SHUT_RD, 2: unix.SHUT_WR, 3: unix.SHUT_RDWR}[u.Shutdown]
-		o.Late(func() error {
-			if err := unix.Shutdown(me, how); err != nil {
-				return fmt.Errorf("shutdown socket: %w", err)
-			}
-			return nil
-		})
-	}
-	return unix.FcntlInt(uintptr(me), unix.F_DUPFD_CLOEXEC, 0)
+	})
+	return p.sock[0], p.sock[1], p.sock[2]
 }
 
-// unix_diag (include/uapi/linux/unix_diag.h).
-const (
-	udiagShowName     = 0x01
-	udiagShowPeer     = 0x04
-	udiagShowRQLen    = 0x10
-	unixDiagName      = 0
-	unixDiagPeer      = 2
-	unixDiagRQLen     = 4
-	unixDiagShutdown  = 6
-	soPeekOff         = 42 // SO_PEEK_OFF
-	maxQueuedMessages = 1 << 16
-)
-
-// unixSock is what sock_diag tells about one unix socket.
-type unixSock struct {
-	typ, state uint8
-	peer       uint32
-	name       string
-	shutdown   uint8
-}
-
-// unixSockets lists every unix socket of the system by inode (one
-// NETLINK_SOCK_DIAG dump).
-func unixSockets() (map[uint64]unixSock, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return nil, fmt.Errorf("sock_diag: %w", err)
-	}
-	defer unix.Close(fd)
-	// struct nlmsghdr + struct unix_diag_req.
-	req := make([]byte, 16+24)
-	le := binary.LittleEndian
-	le.PutUint32(req[0:], uint32(len(req)))
-	le.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
-	le.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	le.PutUint32(req[8:], 1)
-	req[16] = unix.AF_UNIX
-	le.PutUint32(req[20:], 0xffffffff) // all states
-	le.PutUint32(req[28:], udiagShowName|udiagShowPeer|udiagShowRQLen|0x40 /* UDIAG_SHOW_... shutdown is always sent */)
-	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("sock_diag: %w", err)
-	}
-	out := map[uint64]unixSock{}
-	buf := make([]byte, 1<<16)
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			return nil, fmt.Errorf("sock_diag: %w", err)
-		}
-		for b := buf[:n]; len(b) >= 16; {
-			// struct nlmsghdr: len, type, flags, seq, pid
-			l := int(le.Uint32(b))
-			if l < 16 || l > len(b) {
-				return nil, errors.New("sock_diag: malformed message")
-			}
-			typ := le.Uint16(b[4:])
-			d := b[16:l]
-			b = b[min((l+3)&^3, len(b)):]
-			switch typ {
-			case unix.NLMSG_DONE:
-				return out, nil
-			case unix.NLMSG_ERROR:
-				return nil, errors.New("sock_diag: the kernel answered with an error")
-			}
-			if len(d) < 16 {
-				continue
-			}
-			s := unixSock{typ: d[1], state: d[2]}
-			ino := uint64(le.Uint32(d[4:]))
-			attrs, err := parseAttrs(d[16:])
-			if err != nil {
-				return nil, err
-			}
-			for _, a := range attrs {
-				switch a.typ {
-				case unixDiagName:
-					s.name = string(a.val)
-				case unixDiagPeer:
-					if len(a.val) >= 4 {
-						s.peer = le.Uint32(a.val)
-					}
-				case unixDiagShutdown:
-					if len(a.val) >= 1 {
-						s.shutdown = a.val[0]
-					}
-				}
-			}
-			out[ino] = s
-		}
-	}
-}
-
-type attr struct {
-	typ uint16
-	val []byte
-}
-
-func parseAttrs(b []byte) ([]attr, error) {
-	var out []attr
-	for len(b) >= 4 {
-		l := int(binary.LittleEndian.Uint16(b))
-		if l < 4 || l > len(b) {
-			return nil, errors.New("sock_diag: malformed attribute")
-		}
-		out = append(out, attr{binary.LittleEndian.Uint16(b[2:]), b[4:l]})
-		l = (l + 3) &^ 3
-		if l > len(b) {
-			break
-		}
-		b = b[l:]
-	}
-	return out, nil
-}
-
-// peekQueue reads the messages waiting in a unix socket's receive queue
-// without taking them: MSG_PEEK on a copy of the fd, stepping through
-// datagrams with SO_PEEK_OFF (put back as it was afterwards).
-func peekQueue(pid, fd int, typ uint8) ([][]byte, error) {
-	s, err := CopyFd(pid, fd)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(s)
-	old, err := unix.GetsockoptInt(s, unix.SOL_SOCKET, soPeekOff)
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.SetsockoptInt(s, unix.SOL_SOCKET, soPeekOff, 0); err != nil {
-		return nil, err
-	}
-	defer unix.SetsockoptInt(s, unix.SOL_SOCKET, soPeekOff, old)
-	var out [][]byte
-	buf := make([]byte, 1<<20)
-	for i := 0; i < maxQueuedMessages; i++ {
-		n, _, flags, _, err := unix.Recvmsg(s, buf, nil, unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if errors.Is(err, unix.EAGAIN) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 && typ == unix.SOCK_STREAM {
-			return out, nil // end of stream
-		}
-		if flags&unix.MSG_TRUNC != 0 {
-			return nil, fmt.Errorf("a queued message is larger than %d bytes", len(buf))
-		}
-		out = append(out, append([]byte(nil), buf[:n]...))
-	}
-	return nil, fmt.Errorf("more than %d messages queued", maxQueuedMessages)
-}
-
-// Resolve checks every unix socket: it must be unnamed (a socketpair end)
-// and its peer, if any, must be in the collection (else it is external); it
-// saves the messages queued for it.
+// Resolve completes every unix socket from sock_diag: its type, state,
+// name and socket file, peer (in the tree, outside it by path with
+// --ext-unix-sk, else external), pending connections and options. The
+// queues were read by Gather.
 func (unixSocket) Resolve(c *Collector, files []*image.File) error {
-	inodes := map[uint64]bool{}
-	for _, f := range files {
-		inodes[f.Unix.Ino] = true
-	}
-	socks, err := unixSockets()
+	socks, err := sockdiag.Unix()
 	if err != nil {
 		return err
 	}
+	inTree := map[uint64]*image.File{}
+	for _, f := range files {
+		inTree[f.Unix.Ino] = f
+	}
+	listeners := map[string]uint64{} // name -> inode of a listener of the tree
+	for _, f := range files {
+		if s, ok := socks[f.Unix.Ino]; ok && s.State == sockdiag.TCPListen && s.Name != "" {
+			listeners[s.Name] = f.Unix.Ino
+		}
+	}
 	for _, f := range files {
 		pid, fd := c.Owner(f.ID)
-		s, ok := socks[f.Unix.Ino]
+		u := f.Unix
+		s, ok := socks[u.Ino]
 		if !ok {
-			c.Refuse(&UnsupportedError{Pid: pid, Fd: fd, What: "a " + socketFamily(pid, fd) + " socket"})
+			return fmt.Errorf("fd %d of pid %d: socket:[%d] is not in sock_diag's list", fd, pid, u.Ino)
+		}
+		if s.Type != unix.SOCK_STREAM && s.Type != unix.SOCK_DGRAM && s.Type != unix.SOCK_SEQPACKET {
+			c.Refuse(&UnsupportedError{Pid: pid, Fd: fd, What: fmt.Sprintf("a unix socket of type %d", s.Type)})
 			continue
 		}
-		if s.name != "" {
-			c.Refuse(&UnsupportedError{Pid: pid, Fd: fd, What: fmt.Sprintf("a named unix socket (%q)", s.name)})
+		u.Type, u.State, u.Shutdown, u.Name = int(s.Type), int(s.State), int(s.Shutdown), s.Name
+		peer := uint64(s.Peer)
+		if peer == 0 && s.State == sockdiag.TCPEstablished && s.Type != unix.SOCK_DGRAM {
+			// A connection waiting in a listener's accept queue has no
+			// peer inode yet: the listener's list of pending clients
+			// tells. One outside the tree makes the socket external.
+			if l, ok := pendingIn(socks, s.Ino); ok && inTree[uint64(l.Ino)] == nil {
+				u.Type, u.State, u.PeerName = int(s.Type), int(s.State), l.Name
+				f.External = fmt.Sprintf("socket:[%d]", u.Ino)
+				u.Queue, u.QueueFds = nil, nil
+				continue
+			}
+		}
+		if peer != 0 && inTree[peer] == nil {
+			ps := socks[peer]
+			u.PeerName = ps.Name
+			if s.Type == unix.SOCK_DGRAM && ps.Name != "" && !(ps.Peer == s.Ino) {
+				// Connected to a named socket outside (syslog's /dev/log).
+				if !c.ExtUnixSk {
+					c.Refuse(&UnsupportedError{Pid: pid, Fd: fd, What: fmt.Sprintf("a unix datagram socket connected to %s outside the dumped processes (dump with --ext-unix-sk to reconnect it by path at restore)", printName(ps.Name))})
+					continue
+				}
+				u.ExtPath = ps.Name
+				peer = 0
+			} else {
+				// A stream (or a datagram pair) with its other end outside:
+				// the caller gives it back at restore (--inherit-fd); what
+				// sits in its queue stays with the old socket.
+				u.Peer = peer
+				u.Queue, u.QueueFds = nil, nil
+				f.External = fmt.Sprintf("socket:[%d]", u.Ino)
+				continue
+			}
+		}
+		u.Peer = peer
+		if s.State == sockdiag.TCPListen {
+			if s.HasRQLen {
+				u.Backlog = int(s.WQueue)
+			}
+			for _, ic := range s.Icons {
+				u.Pending = append(u.Pending, uint64(ic))
+			}
+		} else if s.Name != "" && s.Type != unix.SOCK_DGRAM {
+			if l, ok := listeners[s.Name]; ok && l != u.Ino && sameVFS(socks[l].VFS, s.VFS) {
+				u.Listener = l // accepted from it (it shares the listener's name)
+			}
+		}
+		if s.Name != "" && s.Name[0] != 0 && u.Listener == 0 {
+			if u.File, err = socketFile(pid, s); err != nil {
+				c.Refuse(&UnsupportedError{Pid: pid, Fd: fd, What: fmt.Sprintf("a unix socket bound to %s: %v", s.Name, err)})
+				continue
+			}
+		}
+		if len(u.Queue) > 0 && u.Type == unix.SOCK_DGRAM && u.Name == "" && u.Peer == 0 && u.ExtPath == "" {
+			c.Refuse(&UnsupportedError{Pid: pid, Fd: fd, What: "an unnamed unix datagram socket with queued messages and no peer"})
 			continue
 		}
-		if s.peer != 0 && !inodes[uint64(s.peer)] {
-			// A socketpair end whose peer lives outside the tree: the
-			// caller gives it back at restore; what sits in its queue
-			// stays with the old socket.
-			f.Unix.Type, f.Unix.Peer, f.Unix.Shutdown = int(s.typ), uint64(s.peer), int(s.shutdown)
-			f.External = fmt.Sprintf("socket:[%d]", f.Unix.Ino)
-			continue
-		}
-		if s.typ != unix.SOCK_STREAM && s.typ != unix.SOCK_DGRAM && s.typ != unix.SOCK_SEQPACKET {
-			c.Refuse(&UnsupportedError{Pid: pid, Fd: fd, What: fmt.Sprintf("a unix socket of type %d", s.typ)})
-			continue
-		}
-		f.Unix.Type, f.Unix.Peer, f.Unix.Shutdown = int(s.typ), uint64(s.peer), int(s.shutdown)
-		if c, err := CopyFd(pid, fd); err == nil {
-			f.Unix.SndBuf, _ = unix.GetsockoptInt(c, unix.SOL_SOCKET, unix.SO_SNDBUF)
-			f.Unix.RcvBuf, _ = unix.GetsockoptInt(c, unix.SOL_SOCKET, unix.SO_RCVBUF)
-			unix.Close(c)
-		}
-		if f.Unix.Queue, err = peekQueue(pid, fd, s.typ); err != nil {
-			return fmt.Errorf("fd %d of pid %d: read queued messages: %w", fd, pid, err)
+		if cp, err := CopyFd(pid, fd); err == nil {
+			u.SndBuf, _ = unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_SNDBUF)
+			u.RcvBuf, _ = unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_RCVBUF)
+			v, _ := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_PASSCRED)
+			u.PassCred = v != 0
+			v, _ = unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_PASSSEC)
+			u.PassSec = v != 0
+			if v, err := unix.GetsockoptInt(cp, unix.SOL_SOCKET, unix.SO_PEEK_OFF); err == nil {
+				u.PeekOff = v + 1
+			}
+			unix.Close(cp)
 		}
 	}
 	return nil
 }
 
-// socketFamily names the address family of a socket fd of pid.
-func socketFamily(pid, fd int) string {
-	s, err := CopyFd(pid, fd)
+// socketFile finds the file a unix socket bound to a path made: at its
+// name, or, if the name now holds something else or nothing (the file was
+// renamed: haproxy binds admin.sock.PID.tmp and renames it), in the
+// directory of the name by device and inode. A relative name is taken
+// from the process's cwd.
+func socketFile(pid int, s sockdiag.UnixSock) (*image.UnixSocketFile, error) {
+	if s.VFS == nil {
+		return nil, errors.New("sock_diag gives no file")
+	}
+	dev := uint64(unix.Mkdev(s.VFS.Dev>>20, s.VFS.Dev&0xfffff))
+	ino := uint64(s.VFS.Ino)
+	name := s.Name
+	if !filepath.IsAbs(name) {
+		cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+		if err != nil {
+			return nil, err
+		}
+		name = filepath.Join(cwd, name)
+	}
+	found := func(path string, st *unix.Stat_t) *image.UnixSocketFile {
+		return &image.UnixSocketFile{Path: path, Dev: dev, Ino: ino, Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid}
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(name, &st); err == nil && st.Ino == ino && uint64(st.Dev) == dev {
+		return found(name, &st), nil
+	}
+	dir := filepath.Dir(name)
+	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return "non-unix"
+		return nil, fmt.Errorf("its file is gone and %s cannot be read: %w", dir, err)
 	}
-	defer unix.Close(s)
-	dom, err := unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	if err != nil {
-		return "non-unix"
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if e.Type()&os.ModeSocket == 0 {
+			continue
+		}
+		if err := unix.Lstat(p, &st); err == nil && st.Ino == ino && uint64(st.Dev) == dev {
+			return found(p, &st), nil
+		}
 	}
-	switch dom {
-	case unix.AF_INET:
-		return "TCP/IP (AF_INET)"
-	case unix.AF_INET6:
-		return "TCP/IPv6 (AF_INET6)"
-	case unix.AF_NETLINK:
-		return "netlink"
-	case unix.AF_PACKET:
-		return "packet"
+	return nil, fmt.Errorf("its file (inode %d) is no longer in %s", ino, dir)
+}
+
+// Check looks at the path a named socket binds at: it must hold the
+// dumped socket file (removed at restore) or nothing; anything else is
+// refused, naming the path.
+func (unixSocket) Check(env Env, f *image.File) error {
+	if f.Unix == nil || f.Unix.File == nil {
+		return nil
 	}
-	return fmt.Sprintf("family %d", dom)
+	sf := f.Unix.File
+	var st unix.Stat_t
+	err := unix.Lstat(sf.Path, &st)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil
+	case err != nil:
+		return fmt.Errorf("unix socket file %s: %w", sf.Path, err)
+	case st.Ino == sf.Ino && uint64(st.Dev) == sf.Dev && st.Mode&unix.S_IFMT == unix.S_IFSOCK:
+		return nil
+	}
+	return fmt.Errorf("%s is in the way of the unix socket to bind there: it is not the dumped socket file (inode %d, now %d, mode %o); remove it to restore", sf.Path, sf.Ino, st.Ino, st.Mode)
+}
+
+func sameVFS(a, b *sockdiag.UnixVFS) bool {
+	return a == nil && b == nil || a != nil && b != nil && *a == *b
+}
+
+// pendingIn finds the listener whose accept queue holds the connection of
+// client ino.
+func pendingIn(socks map[uint64]sockdiag.UnixSock, ino uint32) (sockdiag.UnixSock, bool) {
+	for _, s := range socks {
+		if s.State != sockdiag.TCPListen {
+			continue
+		}
+		for _, ic := range s.Icons {
+			if ic == ino {
+				return s, true
+			}
+		}
+	}
+	return sockdiag.UnixSock{}, false
 }

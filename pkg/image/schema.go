@@ -456,6 +456,8 @@ const (
 	FileFanotify = "fanotify" // Fanotify holds the flags and marks
 	FilePidfd    = "pidfd"    // Pidfd names the process
 	FileGhost    = "ghost"    // a deleted file; Shmem names its saved contents
+	FileUDP     = "udp"     // a UDP socket (AF_INET or AF_INET6); Inet and UDP hold it (format 1.3)
+	FileNetlink = "netlink" // a netlink socket; Netlink holds it (format 1.3)
 )
 
 // File is one open file description (files.img, TagFile); fds refer to it
@@ -468,13 +470,15 @@ type File struct {
 	Ident FileIdent `json:"ident"`
 	Rdev  uint64    `json:"rdev,omitempty"` // character devices
 
-	Shmem   uint64        `json:"shmem,omitempty"` // FileMemfd: the object
-	Pipe    *Pipe         `json:"pipe,omitempty"`
-	Unix    *UnixSocket   `json:"unix,omitempty"`
-	Timerfd *Timerfd      `json:"timerfd,omitempty"`
-	Eventfd *Eventfd      `json:"eventfd,omitempty"`
-	Epoll   []EpollTarget `json:"epoll,omitempty"`
-	Inet    *InetSocket   `json:"inet,omitempty"` // FileInet (format 1.2)
+	Shmem   uint64         `json:"shmem,omitempty"` // FileMemfd: the object
+	Pipe    *Pipe          `json:"pipe,omitempty"`
+	Unix    *UnixSocket    `json:"unix,omitempty"`
+	Timerfd *Timerfd       `json:"timerfd,omitempty"`
+	Eventfd *Eventfd       `json:"eventfd,omitempty"`
+	Epoll   []EpollTarget  `json:"epoll,omitempty"`
+	Inet    *InetSocket    `json:"inet,omitempty"`    // FileInet (format 1.2), FileUDP (1.3)
+	UDP     *UDPSocket     `json:"udp,omitempty"`     // FileUDP (format 1.3)
+	Netlink *NetlinkSocket `json:"netlink,omitempty"` // FileNetlink (format 1.3)
 
 	Signalfd *Signalfd `json:"signalfd,omitempty"` // FileSignalfd (format 1.3)
 	Inotify  *Inotify  `json:"inotify,omitempty"`  // FileInotify (format 1.3)
@@ -521,6 +525,54 @@ type UnixSocket struct {
 	SndBuf   int      `json:"sndbuf,omitempty"`   // SO_SNDBUF
 	RcvBuf   int      `json:"rcvbuf,omitempty"`   // SO_RCVBUF
 	Queue    [][]byte `json:"queue,omitempty"`    // messages waiting to be read, in order
+
+	// Format 1.3: named sockets, listeners, options and descriptors in
+	// flight. Absent in older images (a socketpair end).
+
+	// State is the unix_diag state: 1 connected (TCP_ESTABLISHED), 7
+	// unconnected (TCP_CLOSE), 10 listening (TCP_LISTEN); 0 in 1.2 images.
+	State int `json:"state,omitempty"`
+	// Name is the bound address as getsockname(2) shows it: a path, or an
+	// abstract name starting with NUL; "" unbound.
+	Name string `json:"name,omitempty"`
+	// File is the socket file a path name made (Name names it, or Path
+	// when it was renamed since the bind or Name is relative).
+	File *UnixSocketFile `json:"file,omitempty"`
+	// Backlog is a listener's listen(2) backlog.
+	Backlog int `json:"backlog,omitempty"`
+	// Listener is, for a connection accepted from a listener of the image,
+	// the listener's inode: restore connects the peer to it and accepts.
+	Listener uint64 `json:"listener,omitempty"`
+	// Pending lists, for a listener, the inodes of the client sockets whose
+	// connections wait in accept(), oldest first; restore connects a
+	// client for each (the image's socket if it has it, else one it closes).
+	Pending []uint64 `json:"pending,omitempty"`
+	// QueueFds gives, per message of Queue (same index), the file ids of
+	// the descriptors it carries (SCM_RIGHTS): files of the image that
+	// may be held by no process (in flight only).
+	QueueFds [][]int `json:"queue_fds,omitempty"`
+	PassCred bool    `json:"passcred,omitempty"` // SO_PASSCRED
+	PassSec  bool    `json:"passsec,omitempty"`  // SO_PASSSEC
+	// PeekOff is SO_PEEK_OFF plus one (0: off, the default -1).
+	PeekOff int `json:"peek_off,omitempty"`
+	// ExtPath: a datagram socket connected to a socket outside the tree
+	// (dumped with --ext-unix-sk): restore connects it to this path again.
+	ExtPath string `json:"ext_path,omitempty"`
+	// PeerName is the name of a peer outside the tree (for messages).
+	PeerName string `json:"peer_name,omitempty"`
+}
+
+// UnixSocketFile is the file a unix socket bound to a path made (format
+// 1.3): its identity at the dump and its permissions. Restore binds at
+// Path: when the path holds this file it is removed first, when it is
+// missing the new file gets Mode and owner back, anything else is refused.
+type UnixSocketFile struct {
+	Path string `json:"path"` // absolute; differs from Name when renamed
+	Dev  uint64 `json:"dev"`
+	Ino  uint64 `json:"ino"`
+	Mode uint32 `json:"mode"` // permission bits
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
 }
 
 // Timerfd is a timerfd: its clock, the time left (relative, whatever the
@@ -868,4 +920,32 @@ type TCPWindow struct {
 	// fields above when Size > 20, as the kernel gave them.
 	Size  int    `json:"size"`
 	Extra []byte `json:"extra,omitempty"`
+}
+
+// UDPSocket is what a UDP socket (FileUDP, format 1.3; its addresses and
+// the options it shares with TCP are in File.Inet) has besides: the
+// datagrams waiting to be read and the UDP-only options.
+type UDPSocket struct {
+	Datagrams []Datagram `json:"datagrams,omitempty"` // in arrival order
+	Broadcast bool       `json:"broadcast,omitempty"` // SO_BROADCAST
+}
+
+// Datagram is one datagram queued for reading, with the address it came
+// from ("10.0.0.1:53", "[::1]:5353").
+type Datagram struct {
+	From string `json:"from"`
+	Data []byte `json:"data"`
+}
+
+// NetlinkSocket is a netlink socket (FileNetlink, format 1.3): its
+// protocol (NETLINK_ROUTE 0, ...), type (SOCK_RAW or SOCK_DGRAM), port id
+// (0: unbound) and the multicast groups it joined (group numbers, from 1).
+// Messages waiting in its queue are not kept.
+type NetlinkSocket struct {
+	Protocol int      `json:"protocol"`
+	Type     int      `json:"type"`
+	PortID   uint32   `json:"port_id,omitempty"`
+	Groups   []uint32 `json:"groups,omitempty"`
+	SndBuf   int      `json:"sndbuf,omitempty"` // SO_SNDBUF, as read
+	RcvBuf   int      `json:"rcvbuf,omitempty"` // SO_RCVBUF, as read
 }

@@ -729,5 +729,9 @@ func (t *treeRestore) Inherited(f *image.File) (int, error) {
 			}
 		}
 	}
-	return -1, fmt.Errorf("pid %d fd %d is %s, whose other end was outside the dumped processes: give its replacement with --inherit-fd fd[N]:%s", pid, fd, f.External, f.External)
+	what := f.External
+	if d := files.Describe(f); d != f.External && d != f.Ident.Path {
+		what += " (" + d + ")"
+	}
+	return -1, fmt.Errorf("pid %d fd %d is %s, whose other end was outside the dumped processes: give its replacement with --inherit-fd fd[N]:%s", pid, fd, what, f.External)
 }

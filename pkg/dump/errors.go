@@ -73,7 +73,10 @@ func refusals(pid int, err error) []error {
 	}
 	var te *files.TTYError
 	if errors.As(err, &te) {
-		return []error{&ShellJobError{pid, fmt.Sprintf("has the terminal %s open at fd %d", te.Path, te.Fd)}}
+		if te.Pid != 0 {
+			pid = te.Pid
+		}
+		return []error{&ShellJobError{pid, fmt.Sprintf("has the terminal %s open at fd %d", te.Terminal(), te.Fd)}}
 	}
 	return []error{unsupported(pid, err)}
 }

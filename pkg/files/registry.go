@@ -15,6 +15,7 @@ var kinds = []Kind{
 	memfd{},
 	regular{},
 	dir{},
+	pty{},
 	tty{},
 	chardev{},
 	fifo{},

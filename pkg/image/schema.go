@@ -4,7 +4,7 @@ package image
 // minor version only adds optional fields.
 const (
 	FormatMajor = 1
-	FormatMinor = 2
+	FormatMinor = 3
 )
 
 // PageSize is the size of a page in pages files.
@@ -463,6 +463,7 @@ type File struct {
 	Eventfd *Eventfd      `json:"eventfd,omitempty"`
 	Epoll   []EpollTarget `json:"epoll,omitempty"`
 	Inet    *InetSocket   `json:"inet,omitempty"` // FileInet (format 1.2)
+	Pty     *Pty          `json:"pty,omitempty"`  // FilePty (format 1.3)
 
 	// External names a pipe or socketpair end whose other end was held
 	// by no process of the image (a pipeline with a process outside the

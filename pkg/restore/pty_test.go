@@ -1,0 +1,127 @@
+package restore_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cr-tools/cr/internal/testutil"
+	"github.com/cr-tools/cr/pkg/dump"
+	"github.com/cr-tools/cr/pkg/image"
+	"github.com/cr-tools/cr/pkg/procfs"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// ptsDev is the device number of /dev/pts/n.
+func ptsDev(t *testing.T, n int) uint64 {
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(fmt.Sprintf("/dev/pts/%d", n), &st))
+	return st.Rdev
+}
+
+// statTTY returns the controlling terminal (device number, 0: none) and its
+// foreground group (/proc/PID/stat tty_nr and tpgid) of pid, and its state.
+func statTTY(t *testing.T, pid int) (uint64, int, byte) {
+	st, err := procfs.ReadStat(pid)
+	require.NoError(t, err)
+	n := uint64(uint32(st.TtyNr))
+	return unix.Mkdev(uint32((n>>8)&0xfff), uint32((n&0xff)|((n>>12)&0xfff00))), st.Tpgid, st.State
+}
+
+// TestPtyPair: a parent holding a pty master (packet and exclusive mode,
+// non-default termios and window size) and a child whose controlling
+// terminal is the slave, with a foreground job in another process group and
+// a background job stopped by SIGTTIN, come back with the same pty number,
+// the termios and window size (checked from inside both, through the
+// master and on the slave), the child's session on the terminal, /dev/tty,
+// the foreground group, and the stopped job, which stops again by SIGTTIN
+// when continued (it is still a background job of that terminal).
+func TestPtyPair(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := testutil.Start(t, testutil.BuildC(t, "ptypair"), "job")
+	p.Check(t)
+	pts, child, fg, bg := p.IntInfo(t, "pts"), p.IntInfo(t, "child"), p.IntInfo(t, "fg"), p.IntInfo(t, "bg")
+	dev := ptsDev(t, pts)
+	tty, tpgid, state := statTTY(t, bg)
+	require.Equal(t, dev, tty)
+	require.Equal(t, fg, tpgid)
+	require.Equal(t, byte('T'), state, "bg is stopped before the dump")
+
+	q, ck := dumpAndRestore(t, p)
+	var master *image.File
+	for i := range ck.Files {
+		if f := &ck.Files[i]; f.Type == image.FilePty && f.Pty.Role == image.PtyMaster {
+			master = f
+		}
+	}
+	require.NotNil(t, master, "a pty master in the image")
+	require.Equal(t, pts, master.Pty.Index)
+	require.Equal(t, child, master.Pty.Sid)
+	require.Equal(t, fg, master.Pty.Fg)
+	require.True(t, master.Pty.Packet && master.Pty.MasterExcl)
+
+	q.Check(t) // the parent through the master, the child on the slave
+	for _, pid := range []int{child, fg, bg} {
+		tty, tpgid, _ := statTTY(t, pid)
+		require.Equal(t, dev, tty, "pid %d has the slave as controlling terminal", pid)
+		require.Equal(t, fg, tpgid, "pid %d: the terminal's foreground group", pid)
+	}
+	_, _, state = statTTY(t, bg)
+	require.Equal(t, byte('T'), state, "bg is still stopped")
+	require.NoError(t, unix.Kill(bg, unix.SIGCONT))
+	var st byte
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, _, st = statTTY(t, bg); st == 'T' {
+			break
+		}
+	}
+	require.Equal(t, byte('T'), st, "continued, bg reads its terminal and is stopped by SIGTTIN again")
+	q.Check(t)
+}
+
+// TestPtyQueuedData: bytes queued in a pty in either direction cannot be
+// read without consuming them, so the dump refuses, naming them, and leaves
+// them where they were (the fixture then reads both and checks them); once
+// they are read, the same tree dumps and restores.
+func TestPtyQueuedData(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := testutil.Start(t, testutil.BuildC(t, "ptypair"), "data")
+	pts := p.IntInfo(t, "pts")
+	refused(t, p, fmt.Sprintf("pty master of /dev/pts/%d, holding 8 bytes its slave side wrote", pts),
+		fmt.Sprintf("pty slave /dev/pts/%d, holding 6 bytes written to its master", pts))
+	q, _ := dumpAndRestore(t, p)
+	q.Check(t)
+}
+
+// TestPtyOutside: a slave whose master is held outside the tree is refused
+// naming it (and --shell-job is proposed, as for the caller's terminal); a
+// master whose slave a process outside the tree holds is refused naming
+// that process.
+func TestPtyOutside(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.BuildC(t, "ptypair")
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	require.NoError(t, err)
+	defer unix.Close(m)
+	require.NoError(t, unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0))
+	n, err := unix.IoctlGetUint32(m, unix.TIOCGPTN)
+	require.NoError(t, err)
+	p := testutil.Start(t, bin, "slave", fmt.Sprintf("/dev/pts/%d", n))
+	refused(t, p, fmt.Sprintf("/dev/pts/%d, whose master no process of the dumped tree holds", n), "--shell-job")
+
+	l := testutil.Start(t, bin, "lone")
+	pts := l.IntInfo(t, "pts")
+	s, err := unix.Open(fmt.Sprintf("/dev/pts/%d", pts), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	require.NoError(t, err)
+	defer unix.Close(s)
+	refused(t, l, fmt.Sprintf("pty master of /dev/pts/%d, whose slave process %d", pts, os.Getpid()), "outside the dumped tree", "holds at fd "+strconv.Itoa(s))
+}
+
+var _ = filepath.Join
+var _ = strings.Contains
+var _ = dump.Run

@@ -1,6 +1,6 @@
 /*
  * refusals: a process holding several things cr refuses at once, for the
- * pre-flight test: an inotify instance (fd), a signalfd, a TCP listening
+ * pre-flight test: an inotify instance (fd), a pidfd, a TCP listening
  * socket on 127.0.0.1, an flock lock, and a deleted file it keeps open.
  *
  * READY counter=0xADDR
@@ -10,7 +10,6 @@
 #include <netinet/in.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 
 static void verify(void) {}
@@ -20,11 +19,8 @@ int main(int argc, char **argv)
 	fixture_init(argc, argv);
 	if (inotify_init1(IN_CLOEXEC) < 0)
 		die("inotify_init1");
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGWINCH);
-	if (signalfd(-1, &set, SFD_CLOEXEC) < 0)
-		die("signalfd");
+	if (syscall(SYS_pidfd_open, getpid(), 0) < 0)
+		die("pidfd_open");
 	int s = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	if (s < 0 || bind(s, (void *)&a, sizeof(a)) || listen(s, 4))

@@ -23,7 +23,7 @@ func TestCLIPreflight(t *testing.T) {
 	pid := strconv.Itoa(p.Pid)
 	want := []string{
 		"fd 3 is an inotify instance",
-		"fd 4 is a signalfd",
+		"fd 4 is a pidfd",
 		"fd 5 is a TCP/IP (AF_INET) socket",
 		"fd 6 is " + filepath.Join(p.Dir, "locked") + ", holding a flock write lock",
 		"fd 7 is the deleted file " + filepath.Join(p.Dir, "gone"),

@@ -8,6 +8,7 @@ package files
 var kinds = []Kind{
 	pipe{},
 	eventfd{},
+	signalfd{},
 	timerfd{},
 	unixSocket{},
 	epoll{},

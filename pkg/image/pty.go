@@ -6,6 +6,11 @@ package image
 // slave. File.Pty holds it.
 const FilePty = "pty"
 
+// FileSignalfd is a signalfd(2) (format 1.3); File.Sigmask holds the
+// signals it accepts (bit n-1 for signal n, as the fdinfo "sigmask:" line
+// shows it).
+const FileSignalfd = "signalfd"
+
 // Pty roles (Pty.Role).
 const (
 	PtyMaster = "master" // an fd of /dev/ptmx: the pair's state is here

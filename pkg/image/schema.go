@@ -462,8 +462,9 @@ type File struct {
 	Timerfd *Timerfd      `json:"timerfd,omitempty"`
 	Eventfd *Eventfd      `json:"eventfd,omitempty"`
 	Epoll   []EpollTarget `json:"epoll,omitempty"`
-	Inet    *InetSocket   `json:"inet,omitempty"` // FileInet (format 1.2)
-	Pty     *Pty          `json:"pty,omitempty"`  // FilePty (format 1.3)
+	Inet    *InetSocket   `json:"inet,omitempty"`    // FileInet (format 1.2)
+	Pty     *Pty          `json:"pty,omitempty"`     // FilePty (format 1.3)
+	Sigmask *uint64       `json:"sigmask,omitempty"` // FileSignalfd (format 1.3)
 
 	// External names a pipe or socketpair end whose other end was held
 	// by no process of the image (a pipeline with a process outside the

@@ -148,7 +148,7 @@ func TestLocksRefused(t *testing.T) {
 // TestAnonKindMessages: anonymous-inode files cr cannot save are named by
 // their kind, with the right article.
 func TestAnonKindMessages(t *testing.T) {
-	for mode, what := range map[string]string{"pidfd": "a pidfd", "signalfd": "a signalfd"} {
+	for mode, what := range map[string]string{"pidfd": "a pidfd"} {
 		t.Run(mode, func(t *testing.T) {
 			p := fdCase(t, mode)
 			refused(t, p, fmt.Sprintf("pid %d: fd 3 is %s: not supported yet", p.Pid, what))

@@ -3,14 +3,11 @@ package restore_test
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/cr-tools/cr/internal/testutil"
-	"github.com/cr-tools/cr/pkg/dump"
 	"github.com/cr-tools/cr/pkg/image"
 	"github.com/cr-tools/cr/pkg/procfs"
 	"github.com/stretchr/testify/require"
@@ -122,6 +119,18 @@ func TestPtyOutside(t *testing.T) {
 	refused(t, l, fmt.Sprintf("pty master of /dev/pts/%d, whose slave process %d", pts, os.Getpid()), "outside the dumped tree", "holds at fd "+strconv.Itoa(s))
 }
 
-var _ = filepath.Join
-var _ = strings.Contains
-var _ = dump.Run
+// TestSignalfd: a signalfd (as `script` holds one) comes back with its
+// signal mask and flags.
+func TestSignalfd(t *testing.T) {
+	p := fdCase(t, "signalfd")
+	fd := p.IntInfo(t, "fd")
+	q, _ := dumpAndRestore(t, p)
+	link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", q.Pid, fd))
+	require.NoError(t, err)
+	require.Equal(t, "anon_inode:[signalfd]", link)
+	info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", q.Pid, fd))
+	require.NoError(t, err)
+	require.Contains(t, string(info), "sigmask:\t0000000000000001\n", "SIGHUP only")
+	require.Equal(t, uint32(unix.O_RDWR), fdFlags(t, q.Pid, fd)&^uint32(unix.O_LARGEFILE))
+	q.Check(t)
+}

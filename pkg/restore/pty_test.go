@@ -3,13 +3,16 @@ package restore_test
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/cr-tools/cr/internal/testutil"
+	"github.com/cr-tools/cr/pkg/dump"
 	"github.com/cr-tools/cr/pkg/image"
 	"github.com/cr-tools/cr/pkg/procfs"
+	"github.com/cr-tools/cr/pkg/restore"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -91,8 +94,62 @@ func TestPtyQueuedData(t *testing.T) {
 	pts := p.IntInfo(t, "pts")
 	refused(t, p, fmt.Sprintf("pty master of /dev/pts/%d, holding 8 bytes its slave side wrote", pts),
 		fmt.Sprintf("pty slave /dev/pts/%d, holding 6 bytes written to its master", pts))
-	q, _ := dumpAndRestore(t, p)
+	q, ck := dumpAndRestore(t, p)
 	q.Check(t)
+	var paths []string
+	for _, f := range ck.Files {
+		if f.Type == image.FilePty {
+			paths = append(paths, f.Pty.Role+" "+f.Ident.Path)
+		}
+	}
+	require.Contains(t, paths, "master /dev/pts/ptmx", "the master was opened through the devpts mount")
+	link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", q.Pid, q.IntInfo(t, "fd_master")))
+	require.NoError(t, err)
+	require.Equal(t, "/dev/pts/ptmx", link)
+}
+
+// TestPtyNumberTaken: a restore whose pty number is in use on this machine
+// fails naming it, and leaves nothing running; once it is free again the
+// image restores with that number.
+func TestPtyNumberTaken(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := testutil.Start(t, testutil.BuildC(t, "ptypair"), "lone")
+	pts := p.IntInfo(t, "pts")
+	dir := filepath.Join(t.TempDir(), "img")
+	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	require.NoError(t, err)
+	p.Kill()
+	reapTree(t, dir)
+	// Take /dev/pts/N (devpts gives the lowest free number).
+	var held []int
+	defer func() {
+		for _, fd := range held {
+			unix.Close(fd)
+		}
+	}()
+	for {
+		fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		require.NoError(t, err)
+		n, err := unix.IoctlGetUint32(fd, unix.TIOCGPTN)
+		require.NoError(t, err)
+		held = append(held, fd)
+		if int(n) >= pts {
+			require.Equal(t, pts, int(n), "could not take /dev/pts/%d", pts)
+			break
+		}
+	}
+	_, err = restore.Run(restore.Options{Dir: dir})
+	require.ErrorContains(t, err, fmt.Sprintf("the pty /dev/pts/%d is in use on this machine", pts))
+	require.NoDirExists(t, fmt.Sprintf("/proc/%d", p.Pid), "a failed restore leaves nothing running")
+	unix.Close(held[len(held)-1])
+	held = held[:len(held)-1]
+	res, err := restore.Run(restore.Options{Dir: dir})
+	require.NoError(t, err)
+	q := testutil.Adopt(t, res.Pid, p.Dir)
+	q.Check(t)
+	link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", q.Pid, p.IntInfo(t, "fd_master")))
+	require.NoError(t, err)
+	require.Equal(t, "/dev/ptmx", link)
 }
 
 // TestPtyOutside: a slave whose master is held outside the tree is refused

@@ -84,7 +84,10 @@ func refusals(pid int, err error) []error {
 	}
 	var te *files.TTYError
 	if errors.As(err, &te) {
-		return []error{&ShellJobError{Pid: pid, What: fmt.Sprintf("has the terminal %s open at fd %d", te.Path, te.Fd), tty: te.Path, fds: []int{te.Fd}}}
+		if te.Pid != 0 {
+			pid = te.Pid
+		}
+		return []error{&ShellJobError{Pid: pid, What: fmt.Sprintf("has the terminal %s open at fd %d", te.Terminal(), te.Fd), tty: te.Terminal(), fds: []int{te.Fd}}}
 	}
 	return []error{unsupported(pid, err)}
 }

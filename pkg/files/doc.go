@@ -7,6 +7,7 @@
 //	dir.go      directories            fifo.go      FIFOs
 //	chardev.go  character devices      memfd.go     memfds
 //	tty.go      terminals (shell job)  eventfd.go   eventfds
+//	pty.go      pty pairs in the tree
 //	opath.go    O_PATH descriptors     epoll.go     epoll instances
 //	procfs.go   /proc/PID/... paths    timerfd.go   timerfds
 //	unixsock.go unix socketpairs       refuse.go    what is refused (locks, anon inodes)

@@ -13,7 +13,6 @@ import (
 // "anon_inode:inotify", ...), with the article.
 var anonKinds = map[string]string{
 	"pidfd":            "a pidfd",
-	"signalfd":         "a signalfd",
 	"inotify":          "an inotify instance",
 	"fanotify":         "a fanotify group",
 	"userfaultfd":      "a userfaultfd",

@@ -8,8 +8,8 @@ package files
 var kinds = []Kind{
 	pipe{},
 	eventfd{},
-	timerfd{},
 	signalfd{},
+	timerfd{},
 	inotify{},
 	fanotify{},
 	pidfd{},
@@ -22,6 +22,7 @@ var kinds = []Kind{
 	ghost{},
 	regular{},
 	dir{},
+	pty{},
 	tty{},
 	chardev{},
 	fifo{},

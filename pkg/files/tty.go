@@ -25,7 +25,7 @@ func (tty) Recognize(p *Probe) bool {
 
 func (tty) Dump(p *Probe, f *image.File) error {
 	if !p.AllowTTY {
-		return &TTYError{p.Fd, p.Target}
+		return &TTYError{Fd: p.Fd, Path: p.Target}
 	}
 	st, err := p.Stat()
 	if err != nil {
@@ -60,9 +60,21 @@ func IsTTY(rdev uint64) bool {
 }
 
 // TTYError is a terminal fd, refused unless the caller allows terminals.
+// Pid is the process holding it when it is known here (0: the process
+// being read); Note says more of it ("whose master ...").
 type TTYError struct {
+	Pid  int
 	Fd   int
 	Path string
+	Note string
 }
 
-func (e *TTYError) Error() string { return fmt.Sprintf("fd %d is the terminal %s", e.Fd, e.Path) }
+// Terminal names the terminal, with the note if any.
+func (e *TTYError) Terminal() string {
+	if e.Note == "" {
+		return e.Path
+	}
+	return e.Path + ", " + e.Note + ","
+}
+
+func (e *TTYError) Error() string { return fmt.Sprintf("fd %d is the terminal %s", e.Fd, e.Terminal()) }

@@ -484,6 +484,7 @@ type File struct {
 	Inotify  *Inotify  `json:"inotify,omitempty"`  // FileInotify (format 1.3)
 	Fanotify *Fanotify `json:"fanotify,omitempty"` // FileFanotify (format 1.3)
 	Pidfd    *Pidfd    `json:"pidfd,omitempty"`    // FilePidfd (format 1.3)
+	Pty      *Pty      `json:"pty,omitempty"`      // FilePty (format 1.3)
 
 	// External names a pipe or socketpair end whose other end was held
 	// by no process of the image (a pipeline with a process outside the

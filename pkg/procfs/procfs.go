@@ -20,6 +20,7 @@ type Stat struct {
 	Pgrp       int
 	Session    int
 	TtyNr      int
+	Tpgid      int // foreground process group of the controlling terminal (-1: none)
 	NumThreads int
 	StartTime  uint64
 	StartCode  uint64
@@ -87,6 +88,7 @@ func ParseStat(s string) (*Stat, error) {
 	u := func(field int) uint64 { v, _ := strconv.ParseUint(f[field-3], 10, 64); return v }
 	i := func(field int) int { v, _ := strconv.Atoi(f[field-3]); return v }
 	st.Ppid, st.Pgrp, st.Session, st.TtyNr = i(4), i(5), i(6), i(7)
+	st.Tpgid = i(8)
 	st.NumThreads = i(20)
 	st.StartTime = u(22)
 	st.StartCode, st.EndCode, st.StartStack = u(26), u(27), u(28)

@@ -45,7 +45,7 @@ func (r *restorer) prepare() error {
 			return fmt.Errorf("setsid: %w", err)
 		}
 	}
-	return nil
+	return r.takeCtty()
 }
 
 // build reshapes a prepared process into the target process; finish then

@@ -251,6 +251,9 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 	if err := t.setGroups(); err != nil {
 		return 0, err
 	}
+	if err := t.setForeground(); err != nil {
+		return 0, err
+	}
 	for _, r := range t.procs {
 		if r.proc.Task.Zombie {
 			continue
@@ -472,6 +475,9 @@ func (r *restorer) fork(p *image.Process) error {
 		if _, err := c.sys(unix.SYS_SETSID); err != nil {
 			return fmt.Errorf("setsid: %w", err)
 		}
+	}
+	if err := c.takeCtty(); err != nil {
+		return err
 	}
 	r.logf("forked pid %d from %d", want, r.proc.Task.Pid)
 	return nil

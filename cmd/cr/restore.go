@@ -69,16 +69,9 @@ func cmdRestore(args []string) (int, bool, error) {
 			unix.Kill(res.Pid, s.(syscall.Signal))
 		}
 	}()
-	var ws unix.WaitStatus
-	for {
-		_, err := unix.Wait4(res.Pid, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return 0, *v, fmt.Errorf("wait for pid %d: %w", res.Pid, err)
-		}
-		break
+	ws, err := waitJob(res.Pid, res.Foreground, *shell)
+	if err != nil {
+		return 0, *v, fmt.Errorf("wait for pid %d: %w", res.Pid, err)
 	}
 	if ws.Signaled() {
 		return 128 + int(ws.Signal()), *v, nil

@@ -98,7 +98,7 @@ func (d *dumper) collectStatic() (refused []error, err error) {
 	d.proc.Task = image.Task{
 		Pid: pid, Ppid: st.Ppid, Pgid: st.Pgrp, Sid: st.Session, Comm: st.Comm,
 		Umask: uint32(status.Int("Umask")), NoNewPrivs: status.Int("NoNewPrivs") == 1,
-		Tty: st.TtyNr != 0, Stopped: d.stat.State == 'T' || d.stat.State == 't',
+		Tty: st.TtyNr != 0, Tpgid: max(st.Tpgid, 0), Stopped: d.stat.State == 'T' || d.stat.State == 't',
 	}
 	creds := &d.proc.Task.Creds
 	copy(creds.Uid[:], status.Uint32s("Uid"))

@@ -173,6 +173,11 @@ type Task struct {
 	Seccomp        *Seccomp `json:"seccomp,omitempty"`
 	// Tty is set when the process had a controlling terminal (a shell job).
 	Tty bool `json:"tty,omitempty"`
+	// Tpgid is the foreground process group of that terminal at the dump
+	// (/proc/PID/stat field 8), 0 if none (format 1.3). For a shell job,
+	// cr restore gives the terminal to that group again when it is in
+	// the image.
+	Tpgid int `json:"tpgid,omitempty"`
 	// Stopped: the process was stopped (SIGSTOP, job control) and stays so.
 	Stopped bool `json:"stopped,omitempty"`
 	// Zombie: the process had exited and was not yet reaped by its parent;

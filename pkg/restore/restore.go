@@ -52,6 +52,12 @@ type Options struct {
 type Result struct {
 	Pid      int
 	Duration time.Duration
+	// Foreground is, for a shell job (Options.ShellJob) whose terminal's
+	// foreground process group at the dump is a group of the image, that
+	// group (restored in the caller's session); 0 otherwise. A caller in
+	// the foreground of its terminal gives it the terminal (TIOCSPGRP), as
+	// cr restore does.
+	Foreground int
 }
 
 // Run restores the image in opt.Dir. On success the processes run,
@@ -105,7 +111,7 @@ func Run(opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Pid: pid, Duration: time.Since(start)}, nil
+	return &Result{Pid: pid, Duration: time.Since(start), Foreground: t.foreground()}, nil
 }
 
 // treeRestore rebuilds every process of the image.
@@ -494,8 +500,14 @@ func (t *treeRestore) setGroups() error {
 			if tk.Sid == tk.Pid && !t.opt.ShellJob || (pass == 0) != leader {
 				continue // a session leader leads its group already
 			}
-			if _, ok := t.byPid[tk.Pgid]; !ok || t.opt.ShellJob && tk.Pgid == root.Pgid {
-				continue // a shell job's group: it is cr's (the terminal's foreground) now
+			if _, ok := t.byPid[tk.Pgid]; !ok || t.opt.ShellJob && tk.Pgid == root.Pgid && root.Pgid != root.Pid {
+				// A shell job's group led by a process outside the image
+				// (a pipeline's first command): it is cr's group now. A job
+				// whose root led its group (a program started from an
+				// interactive shell, which made it a group of its own and
+				// keeps its pgid) leads it again, in cr's session; cr
+				// restore gives it the terminal (cmd/cr, waitJob).
+				continue
 			}
 			if _, err := r.sys(unix.SYS_SETPGID, 0, uintptr(tk.Pgid)); err != nil {
 				return fmt.Errorf("pid %d: join process group %d: %w", tk.Pid, tk.Pgid, err)
@@ -602,4 +614,19 @@ func (r *restorer) put(off uintptr, b []byte) (uintptr, error) {
 // putString copies a NUL-terminated string into the scratch area.
 func (r *restorer) putString(off uintptr, s string) (uintptr, error) {
 	return r.put(off, append([]byte(s), 0))
+}
+
+// foreground is Result.Foreground: the root's terminal's foreground group
+// at the dump, if a shell job's and a group the image restored.
+func (t *treeRestore) foreground() int {
+	root := &t.ck.Processes[0].Task
+	if !t.opt.ShellJob || !root.Tty || root.Tpgid <= 0 {
+		return 0
+	}
+	for _, p := range t.ck.Processes {
+		if !p.Task.Zombie && p.Task.Pgid == root.Tpgid && (root.Tpgid != root.Pgid || root.Pgid == root.Pid) {
+			return root.Tpgid
+		}
+	}
+	return 0
 }

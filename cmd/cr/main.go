@@ -19,10 +19,12 @@ import (
 const usage = `cr checkpoints a running Linux process into an image directory and restores it.
 
 Usage:
-  cr dump -t PID -o DIR [--leave-running] [--shell-job] [--sync] [--ipc-all] [--ipc-id shm:ID,sem:ID,msg:ID] [-v]
-  cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--force-kernel] [-v]
+  cr dump -t PID -o DIR [--leave-running] [--shell-job] [--sync] [--ipc-all] [--ipc-id shm:ID,sem:ID,msg:ID]
+          [--tcp-established] [--skip-in-flight] [--network-lock nftables|skip] [-v]
+  cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--force-kernel] [--tcp-close] [-v]
   cr show -i DIR [--json]
-  cr check [-t PID [--shell-job]]
+  cr check [-t PID [--shell-job] [--tcp-established] [--skip-in-flight]] [-i DIR ...]
+  cr network-unlock -i DIR
   cr demo
 `
 
@@ -48,6 +50,8 @@ func main() {
 		err = cmdCheck(os.Args[2:])
 	case "demo":
 		err = cmdDemo(os.Args[2:])
+	case "network-unlock":
+		err = cmdNetworkUnlock(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -141,9 +145,15 @@ func cmdDump(args []string) (bool, error) {
 	shell := fs.Bool("shell-job", false, "allow a process attached to a terminal, or whose session lies outside the image")
 	ipcAll := fs.Bool("ipc-all", false, "dump every SysV IPC object of the IPC namespace, not only the tree's")
 	ipcIDs := fs.String("ipc-id", "", "also dump these SysV IPC objects: shm:ID,sem:ID,msg:ID")
+	tcpEst := fs.Bool("tcp-established", false, "save established TCP connections (TCP repair); without it a process holding one is refused")
+	skipInFlight := fs.Bool("skip-in-flight", false, "leave behind connections waiting in a listener's accept queue instead of refusing")
+	netLock := fs.String("network-lock", dump.NetworkLockNFTables, "how the dumped TCP connections are kept quiet until restore: nftables or skip")
 	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
 	if err := parse(fs, args); err != nil {
 		return false, err
+	}
+	if *netLock != dump.NetworkLockNFTables && *netLock != dump.NetworkLockSkip {
+		return *v, &usageError{"dump: --network-lock: want nftables or skip"}
 	}
 	if *pid <= 0 || *dir == "" {
 		return *v, &usageError{"dump: -t PID and -o DIR are required"}
@@ -152,7 +162,8 @@ func cmdDump(args []string) (bool, error) {
 	if err != nil {
 		return *v, &usageError{"dump: --ipc-id: " + err.Error()}
 	}
-	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync, ShellJob: *shell, IPCAll: *ipcAll, IPCIDs: ids}
+	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync, ShellJob: *shell, IPCAll: *ipcAll, IPCIDs: ids,
+		TCPEstablished: *tcpEst, SkipInFlight: *skipInFlight, NetworkLock: *netLock}
 	if *v {
 		opt.Log = os.Stderr
 	}

@@ -100,7 +100,8 @@ type Probe struct {
 	Info     string // /proc/PID/fdinfo/N
 	Flags    uint32 // open flags (fdinfo "flags:", FD_CLOEXEC apart)
 	Ident    image.FileIdent
-	AllowTTY bool // terminals are saved (a shell job), not refused
+	AllowTTY bool     // terminals are saved (a shell job), not refused
+	TCP      *TCPDump // the collection's TCP sockets (nil: a private one)
 
 	statOnce sync.Once
 	st       unix.Stat_t

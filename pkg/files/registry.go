@@ -9,6 +9,7 @@ var kinds = []Kind{
 	pipe{},
 	eventfd{},
 	timerfd{},
+	tcpSocket{},
 	unixSocket{},
 	epoll{},
 	opath{},

@@ -28,6 +28,10 @@ type DumpOptions struct {
 	// behind (they die with the old socket) instead of refusing the
 	// listener (CRIU's --skip-in-flight).
 	SkipInFlight bool
+	// CheckOnly: the pre-flight. Dump refuses what it would refuse but
+	// reads nothing through repair mode (no network lock is held): an
+	// established connection's record comes back without its stream.
+	CheckOnly bool
 }
 
 func describe(d *sockdiag.InetSock) string {
@@ -108,7 +112,7 @@ func Dump(fd int, diag *sockdiag.InetSock, opts DumpOptions) (*image.InetSocket,
 	if s.Options, err = readOptions(fd, family); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if diag.State == sockdiag.TCPListen {
+	if diag.State == sockdiag.TCPListen || opts.CheckOnly {
 		return s, nil
 	}
 	if s.TCP, err = dumpStream(fd, s); err != nil {

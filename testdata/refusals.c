@@ -1,7 +1,7 @@
 /*
  * refusals: a process holding several things cr refuses at once, for the
- * pre-flight test: an inotify instance (fd), a signalfd, a TCP listening
- * socket on 127.0.0.1, an flock lock, and a deleted file it keeps open.
+ * pre-flight test: an inotify instance (fd), a signalfd, a TCP socket
+ * never bound nor connected (sock_diag does not list it), an flock lock, and a deleted file it keeps open.
  *
  * READY counter=0xADDR
  */
@@ -25,10 +25,8 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGWINCH);
 	if (signalfd(-1, &set, SFD_CLOEXEC) < 0)
 		die("signalfd");
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	if (s < 0 || bind(s, (void *)&a, sizeof(a)) || listen(s, 4))
-		die("listen");
+	if (socket(AF_INET, SOCK_STREAM, 0) < 0)
+		die("socket");
 	int l = open(wpath("locked"), O_RDWR | O_CREAT, 0600);
 	if (l < 0 || flock(l, LOCK_EX))
 		die("flock");

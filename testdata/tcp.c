@@ -189,8 +189,8 @@ static const struct opt opts[] = {
 	{ "SO_SNDBUF", SOL_SOCKET, SO_SNDBUF, 120000, 240000, 0 },
 	{ "SO_RCVLOWAT", SOL_SOCKET, SO_RCVLOWAT, 3, 3, 0 },
 	{ "SO_MARK", SOL_SOCKET, SO_MARK, 0x42, 0x42, 0 },
+	{ "IP_TOS", IPPROTO_IP, IP_TOS, 0x10, 0x10, AF_INET }, /* sets the priority too: before it */
 	{ "SO_PRIORITY", SOL_SOCKET, SO_PRIORITY, 5, 5, 0 },
-	{ "IP_TOS", IPPROTO_IP, IP_TOS, 0x10, 0x10, AF_INET },
 	{ "IP_FREEBIND", IPPROTO_IP, IP_FREEBIND, 1, 1, AF_INET },
 	{ "IP_TRANSPARENT", IPPROTO_IP, IP_TRANSPARENT, 1, 1, AF_INET },
 	{ "IPV6_TCLASS", IPPROTO_IPV6, IPV6_TCLASS, 0x20, 0x20, AF_INET6 },
@@ -339,6 +339,7 @@ static void pair(void)
 	pid_t child;
 
 	lfd = listener("4");
+	fcntl(lfd, F_SETFL, 0);
 	child = fork();
 	if (child < 0)
 		die("fork");

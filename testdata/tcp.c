@@ -30,10 +30,11 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
-#define MAXC 64
+#define MAXC 2048
 
 static int lfd = -1, port, v6only = -1;
 static struct pollfd pfds[MAXC + 1];
@@ -106,8 +107,14 @@ static void serve(int argc, char **argv)
 	int accept1 = 0, forked = 0;
 	pid_t child = 0;
 
+	struct rlimit rl;
+
 	if (argc < 4)
 		die("serve 4|6|dual");
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < MAXC + 16 && rl.rlim_max >= MAXC + 16) {
+		rl.rlim_cur = MAXC + 16; /* room for the benchmark's clients */
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	lfd = listener(argv[3]);
 	for (int i = 4; i < argc; i++) {
 		accept1 |= !strcmp(argv[i], "accept1");

@@ -1,8 +1,8 @@
 /*
  * refusals: a process holding several things cr refuses at once, for the
- * pre-flight test: a userfaultfd (fd 3), a pidfd of pid 1, a TCP listening
- * socket on 127.0.0.1, an flock lock, and a deleted file of 2 MiB (above
- * the ghost file limit) it keeps open.
+ * pre-flight test: a userfaultfd (fd 3), a pidfd of pid 1, a TCP socket
+ * never bound nor connected (sock_diag does not list it), an flock lock, and
+ * a deleted file of 2 MiB (above the ghost file limit) it keeps open.
  *
  * READY counter=0xADDR
  */
@@ -21,10 +21,8 @@ int main(int argc, char **argv)
 		die("userfaultfd");
 	if (syscall(SYS_pidfd_open, 1, 0) < 0)
 		die("pidfd_open 1");
-	int s = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	if (s < 0 || bind(s, (void *)&a, sizeof(a)) || listen(s, 4))
-		die("listen");
+	if (socket(AF_INET, SOCK_STREAM, 0) < 0)
+		die("socket");
 	int l = open(wpath("locked"), O_RDWR | O_CREAT, 0600);
 	if (l < 0 || flock(l, LOCK_EX))
 		die("flock");

@@ -20,12 +20,16 @@ func cmdCheck(args []string) error {
 	fs := newFlags("check")
 	pid := fs.Int("t", 0, "pre-flight: list every reason a dump of this process tree would be refused (freezes it for a moment, writes nothing)")
 	shell := fs.Bool("shell-job", false, "with -t: as cr dump --shell-job would")
+	tcpEst := fs.Bool("tcp-established", false, "with -t: as cr dump --tcp-established would")
+	skipInFlight := fs.Bool("skip-in-flight", false, "with -t: as cr dump --skip-in-flight would")
+	var dirs listFlag
+	fs.Var(&dirs, "i", "an image directory whose network lock is expected (repeatable): says which image names each lock table")
 	v := fs.Bool("v", false, "verbose: progress")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *pid != 0 {
-		return preflight(*pid, *shell, *v)
+		return preflight(dump.Options{Pid: *pid, ShellJob: *shell, TCPEstablished: *tcpEst, SkipInFlight: *skipInFlight, CheckOnly: true}, *v)
 	}
 	var u unix.Utsname
 	unix.Uname(&u)
@@ -86,6 +90,7 @@ func cmdCheck(args []string) error {
 		}
 		return nil
 	}())
+	report("nf_tables (network lock)", listLocks(dirs))
 	if failed > 0 {
 		return fmt.Errorf("%d check(s) failed: cr cannot work fully on this machine", failed)
 	}
@@ -110,8 +115,8 @@ func printCPU() {
 // preflight runs a dump of pid that stops before anything is injected or
 // written (dump.Options.CheckOnly) and prints every reason it would be
 // refused, one per line, or that it would go through.
-func preflight(pid int, shell, verbose bool) error {
-	opt := dump.Options{Pid: pid, ShellJob: shell, CheckOnly: true}
+func preflight(opt dump.Options, verbose bool) error {
+	pid := opt.Pid
 	if verbose {
 		opt.Log = os.Stderr
 	}

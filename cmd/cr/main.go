@@ -20,10 +20,12 @@ import (
 const usage = `cr checkpoints a running Linux process into an image directory and restores it.
 
 Usage:
-  cr dump -t PID -o DIR [--leave-running] [--shell-job] [--sync] [--ipc-all] [--ipc-id shm:ID,sem:ID,msg:ID] [--ghost-limit SIZE] [-v]
-  cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--inherit-fd fd[N]:ID]... [--force-kernel] [-v]
+  cr dump -t PID -o DIR [--leave-running] [--shell-job] [--sync] [--ipc-all] [--ipc-id shm:ID,sem:ID,msg:ID]
+          [--ghost-limit SIZE] [--ext-unix-sk] [--tcp-established] [--skip-in-flight] [--network-lock nftables|skip] [-v]
+  cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--inherit-fd fd[N]:ID]... [--force-kernel] [--tcp-close] [-v]
   cr show -i DIR [--json]
-  cr check [-t PID [--shell-job]]
+  cr check [-t PID [--shell-job] [--tcp-established] [--skip-in-flight]] [-i DIR ...]
+  cr network-unlock -i DIR
   cr demo
 `
 
@@ -49,6 +51,8 @@ func main() {
 		err = cmdCheck(os.Args[2:])
 	case "demo":
 		err = cmdDemo(os.Args[2:])
+	case "network-unlock":
+		err = cmdNetworkUnlock(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -144,9 +148,15 @@ func cmdDump(args []string) (bool, error) {
 	ipcIDs := fs.String("ipc-id", "", "also dump these SysV IPC objects: shm:ID,sem:ID,msg:ID")
 	ghostLimit := fs.String("ghost-limit", "1M", "largest deleted file whose contents go into the image (bytes, or with K, M, G)")
 	extUnix := fs.Bool("ext-unix-sk", false, "save unix datagram sockets connected to a socket outside the tree (/dev/log) to reconnect them by path at restore")
+	tcpEst := fs.Bool("tcp-established", false, "save established TCP connections (TCP repair); without it a process holding one is refused")
+	skipInFlight := fs.Bool("skip-in-flight", false, "leave behind connections waiting in a listener's accept queue instead of refusing")
+	netLock := fs.String("network-lock", dump.NetworkLockNFTables, "how the dumped TCP connections are kept quiet until restore: nftables or skip")
 	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
 	if err := parse(fs, args); err != nil {
 		return false, err
+	}
+	if *netLock != dump.NetworkLockNFTables && *netLock != dump.NetworkLockSkip {
+		return *v, &usageError{"dump: --network-lock: want nftables or skip"}
 	}
 	gl, err := parseSize(*ghostLimit)
 	if err != nil {
@@ -159,7 +169,8 @@ func cmdDump(args []string) (bool, error) {
 	if err != nil {
 		return *v, &usageError{"dump: --ipc-id: " + err.Error()}
 	}
-	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync, ShellJob: *shell, IPCAll: *ipcAll, IPCIDs: ids, GhostLimit: gl}
+	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync, ShellJob: *shell, IPCAll: *ipcAll, IPCIDs: ids, GhostLimit: gl,
+		TCPEstablished: *tcpEst, SkipInFlight: *skipInFlight, NetworkLock: *netLock}
 	opt.ExtUnixSk = *extUnix
 	if *v {
 		opt.Log = os.Stderr

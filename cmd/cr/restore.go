@@ -23,6 +23,7 @@ func cmdRestore(args []string) (int, bool, error) {
 	fill := fs.String("fill", "preadv", "how pages reach the process: preadv (the process reads them) or writev")
 	var inherit inheritFlag
 	fs.Var(&inherit, "inherit-fd", "fd[N]:ID: give the restored processes cr's fd N in place of the external pipe or socket ID (`cr show` lists them); repeatable")
+	tcpClose := fs.Bool("tcp-close", false, "restore established TCP connections closed (their peers are gone): the program sees each as ended")
 	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
 	if err := parse(fs, args); err != nil {
 		return 0, false, err
@@ -30,7 +31,7 @@ func cmdRestore(args []string) (int, bool, error) {
 	if *dir == "" {
 		return 0, *v, &usageError{"restore: -i DIR is required"}
 	}
-	opt := restore.Options{Dir: *dir, ForceKernel: *force, Fill: *fill, ShellJob: *shell, InheritFds: inherit}
+	opt := restore.Options{Dir: *dir, ForceKernel: *force, Fill: *fill, ShellJob: *shell, InheritFds: inherit, TCPClose: *tcpClose}
 	if *v {
 		opt.Log = os.Stderr
 	}

@@ -41,6 +41,15 @@ type Options struct {
 	// restore (--ext-unix-sk, CRIU's name); without it such a socket is
 	// refused.
 	ExtUnixSk bool
+	// TCPEstablished saves established TCP connections (--tcp-established,
+	// CRIU's name); without it a process holding one is refused.
+	// SkipInFlight leaves behind the connections waiting in a listener's
+	// accept queue (--skip-in-flight) instead of refusing the listener.
+	// NetworkLock is "nftables" (the default, "") or "skip" (no lock: the
+	// caller keeps the connections' packets away). See netlock.go.
+	TCPEstablished bool
+	SkipInFlight   bool
+	NetworkLock    string
 	// CheckOnly is the pre-flight (cr check -t PID): freeze the tree, read
 	// what /proc tells of it and report every reason a dump would be
 	// refused (a *RefusedError), then let it go as it was. Nothing is

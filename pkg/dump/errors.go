@@ -102,6 +102,9 @@ func unsupported(pid int, err error) error {
 		if fe.Pid != 0 {
 			pid = fe.Pid
 		}
+		if fe.Why != "" { // refused for a reason the message gives in full
+			return fmt.Errorf("pid %d: %w", pid, fe)
+		}
 		if fe.Fd < 0 { // the cwd or root
 			return &UnsupportedError{pid, fe.What}
 		}

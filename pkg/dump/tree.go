@@ -36,6 +36,7 @@ type tree struct {
 	ipcSel  []ipc.Object   // SysV IPC objects chosen for the dump (selectIPC)
 	ipc     *image.SysVIPC // and saved (dumpIPC)
 	refusal error          // found while seizing (reported once the whole tree is frozen)
+	netLock string         // the network lock taken (netlock.go), "" if none
 }
 
 // testHookCheckpoint, when set (by tests), may change the checkpoint just
@@ -99,6 +100,9 @@ func (t *tree) run() (res *Result, err error) {
 	start := time.Now()
 	committed := false
 	defer func() { err = t.releaseAll(err, committed) }()
+	// Before the processes are let go: their connections out of repair
+	// mode, or released once they are killed (netlock.go).
+	defer func() { err = t.finishNetwork(err, committed) }()
 	if err := t.checkAbort(); err != nil {
 		return nil, err
 	}
@@ -106,6 +110,9 @@ func (t *tree) run() (res *Result, err error) {
 		return nil, err
 	}
 	t.logf("froze %d processes", len(t.procs))
+	if err := t.lockNetwork(); err != nil {
+		return nil, err
+	}
 	// Processes outside the tree holding one of its sessions or groups: a
 	// scan of /proc (~1 ms), run while the tree is read.
 	outsiders := make(chan []error, 1)
@@ -576,7 +583,7 @@ func (t *tree) inventory() image.Inventory {
 		Kernel:  image.Kernel{Sysname: str(u.Sysname[:]), Release: str(u.Release[:]), Version: str(u.Version[:]), Machine: str(u.Machine[:])},
 		CPU: image.CPU{Arch: "x86_64", XFeatures: l.XCR0, XSaveSize: l.Size, Vendor: cpu.Vendor(cpu.CPUID),
 			XSaveLayout: image.LayoutOf(l), CPUID: image.LeavesOf(cpu.HostLeaves())},
-		RootPid: t.pid, Pids: t.order,
+		RootPid: t.pid, Pids: t.order, NetLock: t.imageLock(),
 	}
 }
 

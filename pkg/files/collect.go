@@ -21,9 +21,16 @@ type UnsupportedError struct {
 	Pid  int
 	Fd   int
 	What string
+	// Why, if set, replaces "not supported yet": what makes the state
+	// refused and how to get past it (a TCP connection without
+	// --tcp-established).
+	Why string
 }
 
 func (e *UnsupportedError) Error() string {
+	if e.Why != "" {
+		return fmt.Sprintf("fd %d (%s) %s", e.Fd, e.What, e.Why)
+	}
 	if e.Fd < 0 { // the cwd or root
 		return e.What + ": not supported yet"
 	}
@@ -90,13 +97,16 @@ type Collector struct {
 	// outside the tree is saved to be reconnected by path (--ext-unix-sk).
 	ExtUnixSk bool
 	inflight  []int // cr's copies of descriptors in flight (addInFlight), closed by Finish
+	// TCP holds the collection's TCP sockets (tcp.go): the options the
+	// dump asks for and cr's copies of the sockets it read.
+	TCP *TCPDump
 }
 
 type ref struct{ pid, fd int }
 
 // NewCollector starts an empty collection.
 func NewCollector(allowTTY bool) *Collector {
-	return &Collector{allowTTY: allowTTY, nextID: 1, owner: map[int]ref{}, byKey: map[[2]uint64][]int{}, procs: map[int][]image.Fd{}}
+	return &Collector{allowTTY: allowTTY, nextID: 1, owner: map[int]ref{}, byKey: map[[2]uint64][]int{}, procs: map[int][]image.Fd{}, TCP: &TCPDump{}}
 }
 
 // Add reads the fd table of pid.
@@ -162,7 +172,7 @@ func (c *Collector) readAll(pid int, fdnums []int) ([]Entry, error) {
 		go func(w int) {
 			defer wg.Done()
 			for i := w; i < len(fdnums); i += workers {
-				entries[i], errs[i] = readOne(pid, fdnums[i], c.allowTTY, c.GhostLimit)
+				entries[i], errs[i] = readOne(pid, fdnums[i], c.allowTTY, c.GhostLimit, c.TCP)
 			}
 		}(w)
 	}
@@ -335,14 +345,14 @@ func kcmpFiles(pid1, fd1, pid2, fd2 int) (uintptr, error) {
 
 // readOne reads fd of pid: what every fd has (baseEntry), then what its
 // kind adds (the first kind of the registry that recognises it).
-func readOne(pid, fd int, allowTTY bool, ghostLimit int64) (Entry, error) {
+func readOne(pid, fd int, allowTTY bool, ghostLimit int64, tcp *TCPDump) (Entry, error) {
 	e := Entry{Fd: fd}
 	link := fmt.Sprintf("/proc/%d/fd/%d", pid, fd)
 	target, err := os.Readlink(link)
 	if err != nil {
 		return e, fmt.Errorf("fd %d: %w", fd, err)
 	}
-	p := &Probe{Pid: pid, Fd: fd, Link: link, Target: target, AllowTTY: allowTTY, GhostLimit: ghostLimit}
+	p := &Probe{Pid: pid, Fd: fd, Link: link, Target: target, AllowTTY: allowTTY, GhostLimit: ghostLimit, TCP: tcp}
 	if !p.IsPath() && !recognizedByLink(p) {
 		if strings.HasPrefix(target, "anon_inode:") {
 			return e, &UnsupportedError{Fd: fd, What: anonKind(target)}

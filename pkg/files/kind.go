@@ -104,6 +104,7 @@ type Probe struct {
 	// GhostLimit is the largest deleted file saved, in bytes (0:
 	// DefaultGhostLimit; ghost.go).
 	GhostLimit int64
+	TCP      *TCPDump // the collection's TCP sockets (nil: a private one)
 
 	statOnce sync.Once
 	st       unix.Stat_t

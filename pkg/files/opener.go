@@ -50,10 +50,15 @@ type Opener struct {
 	Env Env
 	Ck  *image.Checkpoint
 
-	fds   map[int]int    // file id -> cr's fd of that description
-	state map[string]any // per kind: what its descriptions share
-	keep  []int          // fds to close at the end
-	late  []func() error // fix-ups once every process is built
+	fds     map[int]int    // file id -> cr's fd of that description
+	state   map[string]any // per kind: what its descriptions share
+	keep    []int          // fds to close at the end
+	late    []func() error // fix-ups once every process is built
+	atClose []func()       // run by Close before the descriptors are closed
+
+	// TCPClose restores established TCP connections closed (--tcp-close;
+	// see tcp.go).
+	TCPClose bool
 }
 
 // NewOpener starts the descriptions of one restore of c.
@@ -133,8 +138,16 @@ func (o *Opener) Finish() error {
 	return nil
 }
 
+// AtClose has Close run f before it closes the descriptors (a kind that
+// must put its sockets in a quiet state first when the restore failed).
+func (o *Opener) AtClose(f func()) { o.atClose = append(o.atClose, f) }
+
 // Close closes every descriptor cr made or kept.
 func (o *Opener) Close() {
+	for _, f := range o.atClose {
+		f()
+	}
+	o.atClose = nil
 	for _, fd := range o.fds {
 		unix.Close(fd)
 	}

@@ -13,6 +13,7 @@ var kinds = []Kind{
 	inotify{},
 	fanotify{},
 	pidfd{},
+	tcpSocket{},
 	unixSocket{},
 	udp{},
 	netlink{},

@@ -11,6 +11,7 @@ const (
 	AFInet         = 2
 	AFInet6        = 10
 	IPProtoTCP     = 6
+	IPProtoMPTCP   = 262 // a listener only (format 1.3): Go's listeners are MPTCP by default since Go 1.24
 	TCPEstablished = 1
 	TCPListen      = 10
 )
@@ -48,8 +49,8 @@ func (s *InetSocket) validate() error {
 	if s.Family != AFInet && s.Family != AFInet6 {
 		return fmt.Errorf("family %d is neither AF_INET (2) nor AF_INET6 (10)", s.Family)
 	}
-	if s.Protocol != IPProtoTCP {
-		return fmt.Errorf("protocol %d is not TCP (6)", s.Protocol)
+	if s.Protocol != IPProtoTCP && !(s.Protocol == IPProtoMPTCP && s.State == TCPListen) {
+		return fmt.Errorf("protocol %d is not TCP (6), nor MPTCP (262) on a listener", s.Protocol)
 	}
 	addr := func(what, text string) (netip.AddrPort, error) {
 		a, err := netip.ParseAddrPort(text)
@@ -204,6 +205,9 @@ func (s *InetSocket) Describe() string {
 	b.WriteString("tcp")
 	if s.Family == AFInet6 {
 		b.WriteString("6")
+	}
+	if s.Protocol == IPProtoMPTCP {
+		b.WriteString(" (mptcp)")
 	}
 	switch s.State {
 	case TCPListen:

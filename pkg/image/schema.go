@@ -824,7 +824,7 @@ func FdsFile(pid int) string     { return fmtName("fds", pid) }
 type InetSocket struct {
 	Ino      uint64 `json:"ino"`      // inode number at dump time (socket:[N])
 	Family   int    `json:"family"`   // AF_INET 2, AF_INET6 10
-	Protocol int    `json:"protocol"` // IPPROTO_TCP 6
+	Protocol int    `json:"protocol"` // IPPROTO_TCP 6; IPPROTO_MPTCP 262 for a listener (format 1.3)
 	// State is the TCP state (include/net/tcp_states.h): 1 ESTABLISHED
 	// (TCP must be set) or 10 LISTEN.
 	State  int    `json:"state"`

@@ -1,7 +1,9 @@
 package inet
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/cr-tools/cr/pkg/image"
 	"golang.org/x/sys/unix"
@@ -24,6 +26,11 @@ func readOptions(fd, family int) (image.InetOptions, error) {
 	var firstErr error
 	get := func(name string, level, opt int) int {
 		v, err := unix.GetsockoptInt(fd, level, opt)
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			// Not an option of this socket (an MPTCP listener has a
+			// subset of TCP's): it cannot have been set either.
+			return 0
+		}
 		if err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("getsockopt %s: %w", name, err)
 		}
@@ -238,7 +245,9 @@ var optionChecks = []optionCheck{
 	{name: "IPV6_RECVHOPLIMIT", level: unix.SOL_IPV6, opt: unix.IPV6_RECVHOPLIMIT, family: unix.AF_INET6, isDefault: eq(0)},
 	{name: "IPV6_MINHOPCOUNT", level: unix.SOL_IPV6, opt: unix.IPV6_MINHOPCOUNT, family: unix.AF_INET6, isDefault: eq(0)},
 	{name: "IPV6_MTU_DISCOVER", level: unix.SOL_IPV6, opt: unix.IPV6_MTU_DISCOVER, family: unix.AF_INET6, isDefault: eq(unix.IPV6_PMTUDISC_WANT)},
-	{name: "TCP_NOTSENT_LOWAT", level: unix.SOL_TCP, opt: unix.TCP_NOTSENT_LOWAT, isDefault: eq(0)}, // 0: the sysctl applies
+	// 0: the sysctl applies; UINT_MAX (-1), the sysctl's default and what a
+	// connection accepted by an MPTCP listener (falling back to TCP) gets.
+	{name: "TCP_NOTSENT_LOWAT", level: unix.SOL_TCP, opt: unix.TCP_NOTSENT_LOWAT, isDefault: func(v int, _ *sysctls) bool { return v == 0 || v == -1 }},
 	{name: "TCP_SYNCNT", level: unix.SOL_TCP, opt: unix.TCP_SYNCNT, isDefault: func(v int, d *sysctls) bool { return v == d.synRetries }},
 	{name: "TCP_LINGER2", level: unix.SOL_TCP, opt: unix.TCP_LINGER2, isDefault: func(v int, d *sysctls) bool { return v == d.finTimeout }},
 	{name: "TCP_THIN_LINEAR_TIMEOUTS", level: unix.SOL_TCP, opt: unix.TCP_THIN_LINEAR_TIMEOUTS, isDefault: eq(0)},
@@ -273,8 +282,14 @@ func refusedOptions(fd, family int, listener bool) ([]string, error) {
 				buf = nil
 			}
 			n, err := getsockoptRaw(fd, c.level, c.opt, buf)
+			if errors.Is(err, unix.EOPNOTSUPP) {
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("getsockopt %s: %w", c.name, err)
+			}
+			if c.opt == unix.TCP_ULP && c.level == unix.SOL_TCP && strings.TrimRight(string(buf[:n]), "\x00") == "mptcp" {
+				continue // an MPTCP socket's own layer, made by socket(2) again
 			}
 			if n > 0 {
 				out = append(out, c.name)
@@ -282,6 +297,9 @@ func refusedOptions(fd, family int, listener bool) ([]string, error) {
 			continue
 		}
 		v, err := unix.GetsockoptInt(fd, c.level, c.opt)
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			continue // not an option of this socket (MPTCP): not set either
+		}
 		if err != nil {
 			return nil, fmt.Errorf("getsockopt %s: %w", c.name, err)
 		}

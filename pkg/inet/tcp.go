@@ -28,6 +28,10 @@ type DumpOptions struct {
 	// behind (they die with the old socket) instead of refusing the
 	// listener (CRIU's --skip-in-flight).
 	SkipInFlight bool
+	// CheckOnly: the pre-flight. Dump refuses what it would refuse but
+	// reads nothing through repair mode (no network lock is held): an
+	// established connection's record comes back without its stream.
+	CheckOnly bool
 }
 
 func describe(d *sockdiag.InetSock) string {
@@ -77,11 +81,21 @@ func Dump(fd int, diag *sockdiag.InetSock, opts DumpOptions) (*image.InetSocket,
 	if err != nil {
 		return nil, fmt.Errorf("%s: getsockopt SO_DOMAIN: %w", describe(diag), err)
 	}
+	proto, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	if err != nil {
+		return nil, fmt.Errorf("%s: getsockopt SO_PROTOCOL: %w", describe(diag), err)
+	}
 	s := &image.InetSocket{
-		Ino: st.Ino, Family: family, Protocol: unix.IPPROTO_TCP, State: int(diag.State),
+		Ino: st.Ino, Family: family, Protocol: proto, State: int(diag.State),
 		Local: diag.Local.String(), Shutdown: int(diag.Shutdown),
 	}
 	name := describe(diag)
+	if proto == unix.IPPROTO_MPTCP && diag.State != sockdiag.TCPListen {
+		// An MPTCP listener is rebuilt as one (its options are a subset
+		// of TCP's); a connection that really is MPTCP (not fallen back
+		// to TCP, which accept gives as a plain TCP socket) has no repair.
+		return nil, &RefusedError{"MPTCP connection " + diag.Local.String() + " -> " + diag.Remote.String(), "is a multipath TCP connection: not supported yet"}
+	}
 	switch diag.State {
 	case sockdiag.TCPListen:
 		if n := diag.AcceptQueue(); n > 0 && !opts.SkipInFlight {
@@ -108,7 +122,7 @@ func Dump(fd int, diag *sockdiag.InetSock, opts DumpOptions) (*image.InetSocket,
 	if s.Options, err = readOptions(fd, family); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if diag.State == sockdiag.TCPListen {
+	if diag.State == sockdiag.TCPListen || opts.CheckOnly {
 		return s, nil
 	}
 	if s.TCP, err = dumpStream(fd, s); err != nil {
@@ -335,7 +349,7 @@ func restore(s *image.InetSocket) (fd int, err error) {
 	if err != nil {
 		return -1, err
 	}
-	fd, err = unix.Socket(s.Family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	fd, err = unix.Socket(s.Family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, s.Protocol)
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)
 	}

@@ -45,6 +45,10 @@ type Options struct {
 	// process held at fd 0, 1 or 2 takes the caller's fd of that number; any
 	// other is refused before anything is created.
 	InheritFds map[string]int
+	// TCPClose restores established TCP connections closed, for a restore
+	// where the peers are gone (--tcp-close, CRIU's name): see
+	// files.closedTCP. Listeners are restored as ever.
+	TCPClose bool
 }
 
 // Result describes a restored process. The process is cr's child: the
@@ -81,6 +85,7 @@ func Run(opt Options) (*Result, error) {
 	}
 	t := &treeRestore{opt: opt, ck: ck, byPid: map[int]*restorer{}, shmem: map[uint64]int{}}
 	t.open = files.NewOpener(t, ck)
+	t.open.TCPClose = opt.TCPClose
 	defer t.closeFiles()
 	if err := t.validate(); err != nil {
 		return nil, err
@@ -301,6 +306,12 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 		return 0, err
 	}
 	t.logf("waited %v for the page checksums", time.Since(t0))
+	// Every socket is in place and every process built: the network lock
+	// of the image goes now, just before they run (a restore that fails
+	// before keeps it, and can be tried again).
+	if err := t.open.NetworkUnlock(); err != nil {
+		return 0, err
+	}
 	// Every thread of every process is ready: let them all go.
 	for _, r := range t.procs {
 		if r.proc.Task.Zombie {

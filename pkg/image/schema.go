@@ -4,7 +4,7 @@ package image
 // minor version only adds optional fields.
 const (
 	FormatMajor = 1
-	FormatMinor = 2
+	FormatMinor = 3
 )
 
 // PageSize is the size of a page in pages files.

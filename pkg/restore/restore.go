@@ -45,6 +45,15 @@ type Options struct {
 	// process held at fd 0, 1 or 2 takes the caller's fd of that number; any
 	// other is refused before anything is created.
 	InheritFds map[string]int
+	// LeaveStopped leaves every restored process stopped (as by SIGSTOP)
+	// instead of letting it run (CRIU's --leave-stopped); a SIGCONT
+	// resumes it.
+	LeaveStopped bool
+	// Notify, if set, is called at CRIU's action-script points (Action*):
+	// ActionPreRestore before the image is read, ActionPostRestore once
+	// every process is rebuilt, before any runs. An error aborts the
+	// restore, leaving nothing running. pid is the image's root pid.
+	Notify func(action string, pid int) error
 }
 
 // Result describes a restored process. The process is cr's child: the
@@ -52,6 +61,13 @@ type Options struct {
 type Result struct {
 	Pid      int
 	Duration time.Duration
+	// Figures for --display-stats and stats-restore.json
+	// (image.RestoreStats).
+	LoadTime      time.Duration // reading and checking the image
+	BuildTime     time.Duration // rebuilding the processes
+	VerifyWait    time.Duration // waiting for the page checksums afterwards
+	PagesRestored uint64        // pages read from the image's pages files
+	Bytes         int64         // size of the image's files
 }
 
 // Run restores the image in opt.Dir. On success the processes run,
@@ -69,6 +85,9 @@ func Run(opt Options) (*Result, error) {
 	}
 	opt.Dir = dir
 	start := time.Now()
+	if err := notify(opt, ActionPreRestore, dir); err != nil {
+		return nil, err
+	}
 	ck, err := files.Load(dir)
 	if err != nil {
 		return nil, err
@@ -101,11 +120,14 @@ func Run(opt Options) (*Result, error) {
 		verified <- err
 	}()
 	t.logf("image loaded and checked in %v", time.Since(start))
+	loadTime := time.Since(start)
 	pid, err := t.run(verified)
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Pid: pid, Duration: time.Since(start)}, nil
+	res := &Result{Pid: pid, Duration: time.Since(start), LoadTime: loadTime, BuildTime: t.buildTime, VerifyWait: t.verifyWait}
+	t.writeStats(res)
+	return res, nil
 }
 
 // treeRestore rebuilds every process of the image.
@@ -128,6 +150,8 @@ type treeRestore struct {
 
 	ipcReplace []ipc.Object // objects of the namespace the image's replace (validate)
 	ipc        *ipc.Created // the SysV IPC objects made
+
+	buildTime, verifyWait time.Duration // for Result
 }
 
 // made reports whether cr has (made or copied) file id.
@@ -286,12 +310,17 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 			return 0, fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)
 		}
 	}
+	t.buildTime = time.Since(t0)
 	t.logf("%d processes rebuilt in %v", len(t.procs), time.Since(t0))
 	t0 = time.Now()
 	if err := <-verified; err != nil {
 		return 0, err
 	}
+	t.verifyWait = time.Since(t0)
 	t.logf("waited %v for the page checksums", time.Since(t0))
+	if err := t.notify(ActionPostRestore); err != nil {
+		return 0, err
+	}
 	// Every thread of every process is ready: let them all go.
 	for _, r := range t.procs {
 		if r.proc.Task.Zombie {
@@ -299,7 +328,7 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 		}
 		for i := len(r.threads) - 1; i >= 0; i-- {
 			sig := 0
-			if i == 0 && r.proc.Task.Stopped {
+			if i == 0 && (r.proc.Task.Stopped || t.opt.LeaveStopped) {
 				sig = int(unix.SIGSTOP) // it was stopped: it stops again at once
 			}
 			if err := r.threads[i].task.Detach(sig); err != nil {

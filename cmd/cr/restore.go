@@ -29,10 +29,12 @@ before it runs is status 1 with a "cr:" line on stderr.`,
 	pidfile := c.fs.String("pidfile", "", "write the restored root's pid to `FILE`")
 	force := c.fs.Bool("force-kernel", false, "restore an image dumped on another kernel release")
 	shell := c.fs.Bool("shell-job", false, "the process was a shell job: give it cr's session, process group and terminal")
+	c.alias("shell-job", "j")
 	fill := c.fs.String("fill", "preadv", "how pages reach the process, `MODE`: preadv (the process reads them from the image) or writev (cr writes them)")
 	var inherit inheritFlag
 	c.fs.Var(&inherit, "inherit-fd", "`fd[N]:ID`: give the restored processes cr's fd N in place of the external pipe or socket ID (`cr show` lists them); repeatable")
 	stopped := c.fs.Bool("leave-stopped", false, "leave the restored processes stopped (as by SIGSTOP); SIGCONT resumes them")
+	c.alias("leave-stopped", "s")
 	stats := c.fs.Bool("display-stats", false, "print the restore's figures (times, pages, MB/s) on stderr; they are also written to the image's stats-restore.json")
 	var scripts stringsFlag
 	c.fs.Var(&scripts, "action-script", "run `SCRIPT` (with sh -c) at pre-restore and post-restore (the processes built, not yet running), with CRIU's environment; a failure aborts the restore; repeatable")

@@ -16,20 +16,26 @@ import (
 
 // cmdCheck probes what cr needs from this kernel and says what is missing;
 // with -t PID it is the pre-flight of a dump of that tree instead.
-func cmdCheck(args []string) error {
-	fs := newFlags("check")
-	pid := fs.Int("t", 0, "pre-flight: list every reason a dump of this process tree would be refused (freezes it for a moment, writes nothing)")
-	shell := fs.Bool("shell-job", false, "with -t: as cr dump --shell-job would")
-	tcpEst := fs.Bool("tcp-established", false, "with -t: as cr dump --tcp-established would")
-	skipInFlight := fs.Bool("skip-in-flight", false, "with -t: as cr dump --skip-in-flight would")
+func cmdCheck(args []string) (int, error) {
+	c := newCommand("check", "cr check [-t PID [--shell-job] [--tcp-established] [--skip-in-flight]] [-i DIR ...]",
+		`Without -t: probe what cr needs from this kernel and CPU and say what is
+missing (status 1 if something is). With -t PID: the pre-flight of a dump
+of that tree: freeze it for a moment, list every reason a dump would be
+refused (status 1) or say it would go through (0); nothing is written.`,
+		"cr check",
+		"cr check -t 1234")
+	pid := c.fs.Int("t", 0, "pre-flight: list every reason a dump of the tree rooted at `PID` would be refused (freezes it for a moment, writes nothing)")
+	shell := c.fs.Bool("shell-job", false, "with -t: as cr dump --shell-job would")
+	tcpEst := c.fs.Bool("tcp-established", false, "with -t: as cr dump --tcp-established would")
+	skipInFlight := c.fs.Bool("skip-in-flight", false, "with -t: as cr dump --skip-in-flight would")
 	var dirs listFlag
-	fs.Var(&dirs, "i", "an image directory whose network lock is expected (repeatable): says which image names each lock table")
-	v := fs.Bool("v", false, "verbose: progress")
-	if err := parse(fs, args); err != nil {
-		return err
+	c.fs.Var(&dirs, "i", "an image directory `DIR` whose network lock is expected (repeatable): says which image names each lock table")
+	c.logFlags()
+	if err := c.parse(args, false); err != nil {
+		return 0, err
 	}
 	if *pid != 0 {
-		return preflight(dump.Options{Pid: *pid, ShellJob: *shell, TCPEstablished: *tcpEst, SkipInFlight: *skipInFlight, CheckOnly: true}, *v)
+		return 0, preflight(dump.Options{Pid: *pid, ShellJob: *shell, TCPEstablished: *tcpEst, SkipInFlight: *skipInFlight})
 	}
 	var u unix.Utsname
 	unix.Uname(&u)
@@ -92,10 +98,10 @@ func cmdCheck(args []string) error {
 	}())
 	report("nf_tables (network lock)", listLocks(dirs))
 	if failed > 0 {
-		return fmt.Errorf("%d check(s) failed: cr cannot work fully on this machine", failed)
+		return 0, fmt.Errorf("%d check(s) failed: cr cannot work fully on this machine", failed)
 	}
 	fmt.Println("looks good")
-	return nil
+	return 0, nil
 }
 
 // printCPU shows what an image dumped here records about the CPU, and what
@@ -115,11 +121,9 @@ func printCPU() {
 // preflight runs a dump of pid that stops before anything is injected or
 // written (dump.Options.CheckOnly) and prints every reason it would be
 // refused, one per line, or that it would go through.
-func preflight(opt dump.Options, verbose bool) error {
+func preflight(opt dump.Options) error {
 	pid := opt.Pid
-	if verbose {
-		opt.Log = os.Stderr
-	}
+	opt.CheckOnly, opt.Log = true, progress()
 	res, err := dump.Run(opt)
 	var re *dump.RefusedError
 	if errors.As(err, &re) {

@@ -33,12 +33,20 @@ int main(void) {
 
 // cmdDemo compiles a counting program, shows it counting, dumps it (it
 // stops), restores it and shows it counting on from where it stopped.
-func cmdDemo(args []string) error {
-	fs := newFlags("demo")
-	keep := fs.Bool("keep", false, "keep the work directory (program, log, image)")
-	if err := parse(fs, args); err != nil {
-		return err
+func cmdDemo(args []string) (int, error) {
+	c := newCommand("demo", "cr demo [--keep]",
+		`Compile a small counting program (needs gcc), show it counting, dump it
+(it stops), show the image, restore it and show it counting on from where
+it stopped, with the same pid. Needs root.`,
+		"cr demo")
+	keep := c.fs.Bool("keep", false, "keep the work directory (program, log, image)")
+	if err := c.parse(args, false); err != nil {
+		return 0, err
 	}
+	return 0, demo(*keep)
+}
+
+func demo(keep bool) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("the demo needs root (ptrace, clone3 with set_tid)")
 	}
@@ -56,7 +64,7 @@ func cmdDemo(args []string) error {
 	if err != nil {
 		return err
 	}
-	if !*keep {
+	if !keep {
 		defer os.RemoveAll(work)
 	}
 	src := filepath.Join(work, "counter.c")
@@ -87,7 +95,6 @@ func cmdDemo(args []string) error {
 	step := func(format string, a ...any) { fmt.Printf("\n== "+format+"\n", a...) }
 	step("started %s as pid %d; it prints a count every 100 ms:", bin, pid)
 	time.Sleep(1200 * time.Millisecond)
-	last := tail(logPath, 3)
 
 	img := filepath.Join(work, "image")
 	step("cr dump -t %d -o %s", pid, img)
@@ -100,7 +107,8 @@ func cmdDemo(args []string) error {
 		fmt.Printf("   kill -0 %d: %v: the process is gone\n", pid, err)
 	}
 	time.Sleep(500 * time.Millisecond)
-	fmt.Printf("   its last lines, unchanged half a second later: %s\n", strings.Join(tail(logPath, 2), " | "))
+	before := tail(logPath, -1) // everything it printed before the dump
+	fmt.Printf("   its last lines, unchanged half a second later: %s\n", strings.Join(lastN(before, 2), " | "))
 
 	step("cr show -i %s", img)
 	ck, err := files.Load(img)
@@ -115,10 +123,14 @@ func cmdDemo(args []string) error {
 		return err
 	}
 	fmt.Printf("   restored pid %d in %v\n", rres.Pid, rres.Duration.Round(time.Microsecond))
-	time.Sleep(1200 * time.Millisecond)
-	now := tail(logPath, 3)
-	fmt.Printf("   before the dump it printed: %s\n", strings.Join(last, " | "))
-	fmt.Printf("   after the restore it prints: %s\n", strings.Join(now, " | "))
+	time.Sleep(500 * time.Millisecond)
+	after := tail(logPath, -1)
+	if len(before) == 0 || len(after) <= len(before) {
+		return fmt.Errorf("the restored program printed nothing in half a second")
+	}
+	fmt.Printf("   the last line before the dump:     %s\n", before[len(before)-1])
+	fmt.Printf("   the first line after the restore:  %s\n", after[len(before)])
+	fmt.Printf("   and then: %s\n", strings.Join(after[len(before)+1:min(len(after), len(before)+4)], " | "))
 	fmt.Println("   it counts on from where it stopped, with the same pid.")
 	return nil
 }
@@ -131,6 +143,15 @@ func (w indent) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// lastN is the last n lines of lines.
+func lastN(lines []string, n int) []string {
+	if len(lines) > n {
+		return lines[len(lines)-n:]
+	}
+	return lines
+}
+
+// tail is the last n lines of the file (n < 0: all of them).
 func tail(path string, n int) []string {
 	f, err := os.Open(path)
 	if err != nil {
@@ -142,8 +163,8 @@ func tail(path string, n int) []string {
 	for s.Scan() {
 		lines = append(lines, s.Text())
 	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
+	if n < 0 {
+		return lines
 	}
-	return lines
+	return lastN(lines, n)
 }

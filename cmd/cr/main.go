@@ -5,104 +5,116 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
-	"os/signal"
-	"strconv"
-	"strings"
-	"syscall"
 
-	"github.com/cr-tools/cr/pkg/dump"
-	"github.com/cr-tools/cr/pkg/files"
 	"github.com/cr-tools/cr/pkg/image"
 )
 
-const usage = `cr checkpoints a running Linux process into an image directory and restores it.
+const usage = `cr checkpoints a running Linux process tree into an image directory and restores it.
 
 Usage:
-  cr dump -t PID -o DIR [--leave-running] [--shell-job] [--sync] [--ipc-all] [--ipc-id shm:ID,sem:ID,msg:ID]
-          [--ghost-limit SIZE] [--ext-unix-sk] [--tcp-established] [--skip-in-flight] [--network-lock nftables|skip] [-v]
-  cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--inherit-fd fd[N]:ID]... [--force-kernel] [--tcp-close] [-v]
-  cr show -i DIR [--json]
-  cr check [-t PID [--shell-job] [--tcp-established] [--skip-in-flight]] [-i DIR ...]
-  cr network-unlock -i DIR
-  cr demo
+  cr dump -t PID -o DIR [options]       checkpoint a process tree
+  cr restore -i DIR [options]           bring it back, with the same pids
+  cr show -i DIR [VIEW] [--json]        inspect an image (views: ps, fds, mems, rss, files, sockets, ipc)
+  cr check [-t PID]                     what this machine supports; with -t, whether PID can be dumped
+  cr network-unlock -i DIR              remove the network lock of an image that will not be restored
+  cr version                            cr's version, the image format, Go, the commit
+  cr demo                               checkpoint and restore a counting program
+
+Run 'cr COMMAND -h' for a command's options and examples.
+
+Exit status: 0 success; 1 cr failed or refused (one line on stderr says why);
+2 usage error. cr restore without -d exits with the restored program's own
+status (128+N if a signal N killed it).
 `
+
+// Exit statuses of cr's own outcomes (README "Exit status").
+const (
+	exitFailure = 1 // the operation failed or was refused
+	exitUsage   = 2 // bad command line
+)
+
+// commands maps each subcommand to its function, which returns the exit
+// status (meaningful when err is nil) or an error.
+var commands = map[string]func(args []string) (int, error){
+	"dump":    cmdDump,
+	"restore": cmdRestore,
+	"show":    cmdShow,
+	"check":   cmdCheck,
+	"version": cmdVersion,
+	"demo":    cmdDemo,
+
+	"network-unlock": cmdNetworkUnlock,
+}
 
 func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
+		os.Exit(exitUsage)
 	}
-	var err error
-	verbose := false
-	switch os.Args[1] {
-	case "dump":
-		verbose, err = cmdDump(os.Args[2:])
-	case "restore":
-		var code int
-		code, verbose, err = cmdRestore(os.Args[2:])
-		if err == nil {
-			os.Exit(code)
-		}
-	case "show":
-		err = cmdShow(os.Args[2:])
-	case "check":
-		err = cmdCheck(os.Args[2:])
-	case "demo":
-		err = cmdDemo(os.Args[2:])
-	case "network-unlock":
-		err = cmdNetworkUnlock(os.Args[2:])
+	name := os.Args[1]
+	switch name {
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
-	default:
+	case "--version", "-version", "-V":
+		name = "version"
+	}
+	run, ok := commands[name]
+	if !ok {
 		fmt.Fprintf(os.Stderr, "cr: unknown command %q\n\n%s", os.Args[1], usage)
-		os.Exit(2)
+		os.Exit(exitUsage)
 	}
+	code, err := run(os.Args[2:])
 	if err != nil {
-		fail(err, verbose)
+		code = fail(err)
 	}
+	if logClose != nil {
+		logClose()
+	}
+	os.Exit(code)
 }
 
-// fail prints one line for the user; with -v, the whole chain.
-func fail(err error, verbose bool) {
+// fail prints one line for the user on stderr (unless -v0); the log (the
+// --log-file, or stderr with -v4) also gets the whole chain. It returns the
+// exit status.
+func fail(err error) int {
 	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
+		return 0
 	}
 	var se *silentError
 	if errors.As(err, &se) {
-		os.Exit(1) // the command printed what went wrong already
+		return exitFailure // the command printed what went wrong already
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(os.Stderr, "cr: %s\n", ue.msg)
-		os.Exit(2)
+		return exitUsage
 	}
-	if verbose {
+	if logLevel >= 1 {
 		fmt.Fprintf(os.Stderr, "cr: %v\n", err)
-		for e := errors.Unwrap(err); e != nil; e = errors.Unwrap(e) {
-			fmt.Fprintf(os.Stderr, "  caused by: %v\n", e)
+	}
+	if logFile != "" || logLevel >= 4 {
+		if logFile != "" {
+			fmt.Fprintf(logOut, "cr: %v\n", err)
 		}
-	} else {
-		fmt.Fprintf(os.Stderr, "cr: %v\n", err)
+		for e := errors.Unwrap(err); e != nil; e = errors.Unwrap(e) {
+			fmt.Fprintf(logOut, "  caused by: %v\n", e)
+		}
 	}
-	os.Exit(1)
+	return exitFailure
 }
 
 // removeStale removes the temporary image directories beside dir that a
-// killed cr left (see image.RemoveStale); with -v it says so. A failure to
-// clean up is reported with -v only: it does not stop the command.
-func removeStale(dir string, verbose bool) {
+// killed cr left (see image.RemoveStale), and says so at -v3. A failure to
+// clean up is a warning: it does not stop the command.
+func removeStale(dir string) {
 	removed, err := image.RemoveStale(dir)
-	if !verbose {
-		return
-	}
 	for _, r := range removed {
-		fmt.Fprintf(os.Stderr, "removed %s, left by a cr that was killed\n", r)
+		infof("removed %s, left by a cr that was killed", r)
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "cr: %v\n", err)
+		warnf("%v", err)
 	}
 }
 
@@ -115,142 +127,3 @@ func (e *silentError) Error() string { return e.err.Error() }
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
-
-func newFlags(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	return fs
-}
-
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(os.Stdout)
-			fs.PrintDefaults()
-			return err
-		}
-		return &usageError{fmt.Sprintf("%s: %v (see cr %s -h)", fs.Name(), err, fs.Name())}
-	}
-	if fs.NArg() > 0 {
-		return &usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), strings.Join(fs.Args(), " "))}
-	}
-	return nil
-}
-
-func cmdDump(args []string) (bool, error) {
-	fs := newFlags("dump")
-	pid := fs.Int("t", 0, "pid of the process to dump")
-	dir := fs.String("o", "", "image directory to create")
-	leave := fs.Bool("leave-running", false, "resume the process after the dump instead of killing it")
-	sync := fs.Bool("sync", false, "fsync the image before reporting success")
-	shell := fs.Bool("shell-job", false, "allow a process attached to a terminal, or whose session lies outside the image")
-	ipcAll := fs.Bool("ipc-all", false, "dump every SysV IPC object of the IPC namespace, not only the tree's")
-	ipcIDs := fs.String("ipc-id", "", "also dump these SysV IPC objects: shm:ID,sem:ID,msg:ID")
-	ghostLimit := fs.String("ghost-limit", "1M", "largest deleted file whose contents go into the image (bytes, or with K, M, G)")
-	extUnix := fs.Bool("ext-unix-sk", false, "save unix datagram sockets connected to a socket outside the tree (/dev/log) to reconnect them by path at restore")
-	tcpEst := fs.Bool("tcp-established", false, "save established TCP connections (TCP repair); without it a process holding one is refused")
-	skipInFlight := fs.Bool("skip-in-flight", false, "leave behind connections waiting in a listener's accept queue instead of refusing")
-	netLock := fs.String("network-lock", dump.NetworkLockNFTables, "how the dumped TCP connections are kept quiet until restore: nftables or skip")
-	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
-	if err := parse(fs, args); err != nil {
-		return false, err
-	}
-	if *netLock != dump.NetworkLockNFTables && *netLock != dump.NetworkLockSkip {
-		return *v, &usageError{"dump: --network-lock: want nftables or skip"}
-	}
-	gl, err := parseSize(*ghostLimit)
-	if err != nil {
-		return *v, &usageError{"dump: --ghost-limit: " + err.Error()}
-	}
-	if *pid <= 0 || *dir == "" {
-		return *v, &usageError{"dump: -t PID and -o DIR are required"}
-	}
-	ids, err := dump.ParseIPCIDs(*ipcIDs)
-	if err != nil {
-		return *v, &usageError{"dump: --ipc-id: " + err.Error()}
-	}
-	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync, ShellJob: *shell, IPCAll: *ipcAll, IPCIDs: ids, GhostLimit: gl,
-		TCPEstablished: *tcpEst, SkipInFlight: *skipInFlight, NetworkLock: *netLock}
-	opt.ExtUnixSk = *extUnix
-	if *v {
-		opt.Log = os.Stderr
-	}
-	removeStale(*dir, *v)
-	// SIGINT and SIGTERM interrupt the dump; it undoes itself (the target
-	// runs on as before, nothing stays on disk) and cr exits with an error.
-	// Further signals change nothing.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	abort := make(chan struct{})
-	opt.Abort = abort
-	go func() {
-		s := <-sigs
-		if *v {
-			fmt.Fprintf(os.Stderr, "cr: %v: interrupting the dump\n", s)
-		}
-		close(abort)
-	}()
-	res, err := dump.Run(opt)
-	if err != nil {
-		return *v, err
-	}
-	if *v {
-		fmt.Fprintf(os.Stderr, "dumped pid %d into %s: %d pages, frozen for %v\n", *pid, res.Dir, res.Pages, res.Frozen)
-	}
-	return *v, nil
-}
-
-func cmdShow(args []string) error {
-	fs := newFlags("show")
-	dir := fs.String("i", "", "image directory")
-	js := fs.Bool("json", false, "print the whole image as JSON")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if *dir == "" {
-		return &usageError{"show: -i DIR is required"}
-	}
-	c, err := files.Load(*dir)
-	if err != nil {
-		return err
-	}
-	for _, p := range c.Processes {
-		if p.Task.Zombie {
-			continue
-		}
-		if err := image.VerifyPages(*dir, p); err != nil {
-			return err
-		}
-	}
-	if err := image.VerifyShmem(*dir, c.Shmem); err != nil {
-		return err
-	}
-	if *js {
-		return image.WriteJSON(os.Stdout, c)
-	}
-	files.WriteSummary(os.Stdout, c)
-	return nil
-}
-
-// parseSize reads a size in bytes with an optional K, M or G suffix
-// (powers of 1024), as --ghost-limit takes it (CRIU's option of that name).
-func parseSize(s string) (int64, error) {
-	mul := int64(1)
-	switch strings.ToUpper(s[len(s)-min(1, len(s)):]) {
-	case "K":
-		mul = 1 << 10
-	case "M":
-		mul = 1 << 20
-	case "G":
-		mul = 1 << 30
-	}
-	if mul != 1 {
-		s = s[:len(s)-1]
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mul {
-		return 0, fmt.Errorf("%q is not a size (bytes, or with K, M, G)", s)
-	}
-	return n * mul, nil
-}

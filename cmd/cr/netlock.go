@@ -13,32 +13,38 @@ import (
 // restored (CRIU has none; its lock goes with `criu restore` or by hand):
 // the nf_tables table the dump left to keep the image's TCP connections
 // quiet (image.Inventory.NetLock). The peers then get resets.
-func cmdNetworkUnlock(args []string) error {
-	fs := newFlags("network-unlock")
-	dir := fs.String("i", "", "image directory whose network lock to remove")
-	if err := parse(fs, args); err != nil {
-		return err
+func cmdNetworkUnlock(args []string) (int, error) {
+	c := newCommand("network-unlock", "cr network-unlock -i DIR",
+		`Remove the network lock (an nf_tables table dropping the packets of the
+image's TCP connections) that a dump left for an image that will not be
+restored: its connections' peers then get resets instead of silence.`,
+		"cr network-unlock -i /var/tmp/img")
+	dir := c.fs.String("i", "", "image directory `DIR` whose network lock to remove (required)")
+	c.alias("i", "D", "images-dir")
+	c.logFlags()
+	if err := c.parse(args, false); err != nil {
+		return 0, err
 	}
 	if *dir == "" {
-		return &usageError{"network-unlock: -i DIR is required"}
+		return 0, &usageError{"network-unlock: -i DIR is required"}
 	}
-	c, err := image.Load(*dir)
+	img, err := image.Load(*dir)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	name := c.Inventory.NetLock
+	name := img.Inventory.NetLock
 	if name == "" {
 		fmt.Printf("%s has no network lock\n", *dir)
-		return nil
+		return 0, nil
 	}
 	if err := netlock.Unlock(name); errors.Is(err, netlock.ErrNoLock) {
 		fmt.Printf("network lock %s of %s was removed already\n", name, *dir)
-		return nil
+		return 0, nil
 	} else if err != nil {
-		return err
+		return 0, err
 	}
 	fmt.Printf("network lock %s of %s removed\n", name, *dir)
-	return nil
+	return 0, nil
 }
 
 // listLocks prints cr's network lock tables (netlock.List) with the image

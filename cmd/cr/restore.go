@@ -12,30 +12,43 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func cmdRestore(args []string) (int, bool, error) {
-	fs := newFlags("restore")
-	dir := fs.String("i", "", "image directory")
-	detach := fs.Bool("d", false, "detach: exit once the process runs")
-	fs.BoolVar(detach, "detach", false, "same as -d")
-	pidfile := fs.String("pidfile", "", "write the restored pid to this file")
-	force := fs.Bool("force-kernel", false, "restore an image dumped on another kernel release")
-	shell := fs.Bool("shell-job", false, "the process was a shell job: give it cr's session, process group and terminal")
-	fill := fs.String("fill", "preadv", "how pages reach the process: preadv (the process reads them) or writev")
+func cmdRestore(args []string) (int, error) {
+	c := newCommand("restore", "cr restore -i DIR [options]",
+		`Restore the process tree saved in the image directory DIR, with the same
+pids. The image is checked first (format, checksums, kernel, CPU, files,
+free pids); a failure leaves nothing running. Without -d, cr stays the
+parent of the restored root, forwards SIGINT, SIGTERM and SIGHUP to it and
+exits with its status (128+N if signal N killed it); cr's own failure
+before it runs is status 1 with a "cr:" line on stderr.`,
+		"cr restore -i /var/tmp/img",
+		"cr restore -D /var/tmp/img -d --pidfile /run/app.pid")
+	dir := c.fs.String("i", "", "image directory `DIR` (required)")
+	c.alias("i", "D", "images-dir")
+	detach := c.fs.Bool("d", false, "detach: exit once the process runs")
+	c.alias("d", "detach")
+	pidfile := c.fs.String("pidfile", "", "write the restored root's pid to `FILE`")
+	force := c.fs.Bool("force-kernel", false, "restore an image dumped on another kernel release")
+	shell := c.fs.Bool("shell-job", false, "the process was a shell job: give it cr's session, process group and terminal")
+	c.alias("shell-job", "j")
+	fill := c.fs.String("fill", "preadv", "how pages reach the process, `MODE`: preadv (the process reads them from the image) or writev (cr writes them)")
 	var inherit inheritFlag
-	fs.Var(&inherit, "inherit-fd", "fd[N]:ID: give the restored processes cr's fd N in place of the external pipe or socket ID (`cr show` lists them); repeatable")
-	tcpClose := fs.Bool("tcp-close", false, "restore established TCP connections closed (their peers are gone): the program sees each as ended")
-	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
-	if err := parse(fs, args); err != nil {
-		return 0, false, err
+	c.fs.Var(&inherit, "inherit-fd", "`fd[N]:ID`: give the restored processes cr's fd N in place of the external pipe or socket ID (`cr show` lists them); repeatable")
+	tcpClose := c.fs.Bool("tcp-close", false, "restore established TCP connections closed (their peers are gone): the program sees each as ended")
+	stopped := c.fs.Bool("leave-stopped", false, "leave the restored processes stopped (as by SIGSTOP); SIGCONT resumes them")
+	c.alias("leave-stopped", "s")
+	stats := c.fs.Bool("display-stats", false, "print the restore's figures (times, pages, MB/s) on stderr; they are also written to the image's stats-restore.json")
+	var scripts stringsFlag
+	c.fs.Var(&scripts, "action-script", "run `SCRIPT` (with sh -c) at pre-restore and post-restore (the processes built, not yet running), with CRIU's environment; a failure aborts the restore; repeatable")
+	c.logFlags()
+	if err := c.parse(args, false); err != nil {
+		return 0, err
 	}
 	if *dir == "" {
-		return 0, *v, &usageError{"restore: -i DIR is required"}
+		return 0, &usageError{"restore: -i DIR is required (see cr restore -h)"}
 	}
-	opt := restore.Options{Dir: *dir, ForceKernel: *force, Fill: *fill, ShellJob: *shell, InheritFds: inherit, TCPClose: *tcpClose}
-	if *v {
-		opt.Log = os.Stderr
-	}
-	removeStale(*dir, *v)
+	opt := restore.Options{Dir: *dir, ForceKernel: *force, Fill: *fill, ShellJob: *shell, InheritFds: inherit, TCPClose: *tcpClose,
+		LeaveStopped: *stopped, Log: progress(), Notify: actionScripts(scripts, *dir)}
+	removeStale(*dir)
 	// Forward signals from the moment the process exists.
 	sigs := make(chan os.Signal, 4)
 	if !*detach {
@@ -51,19 +64,20 @@ func cmdRestore(args []string) (int, bool, error) {
 	}
 	res, err := restore.Run(opt)
 	if err != nil {
-		return 0, *v, err
+		return 0, err
 	}
-	if *v {
-		fmt.Fprintf(os.Stderr, "restored pid %d in %v\n", res.Pid, res.Duration)
+	infof("restored pid %d in %v", res.Pid, res.Duration)
+	if *stats {
+		printRestoreStats(os.Stderr, res)
 	}
 	if *pidfile != "" {
 		if err := os.WriteFile(*pidfile, []byte(strconv.Itoa(res.Pid)+"\n"), 0o644); err != nil {
 			unix.Kill(res.Pid, unix.SIGKILL)
-			return 0, *v, fmt.Errorf("write pidfile: %w", err)
+			return 0, fmt.Errorf("write pidfile: %w", err)
 		}
 	}
 	if *detach {
-		return 0, *v, nil
+		return 0, nil
 	}
 	go func() {
 		for s := range sigs {
@@ -72,12 +86,12 @@ func cmdRestore(args []string) (int, bool, error) {
 	}()
 	ws, err := waitJob(res.Pid, res.Foreground, *shell)
 	if err != nil {
-		return 0, *v, fmt.Errorf("wait for pid %d: %w", res.Pid, err)
+		return 0, fmt.Errorf("wait for pid %d: %w", res.Pid, err)
 	}
 	if ws.Signaled() {
-		return 128 + int(ws.Signal()), *v, nil
+		return 128 + int(ws.Signal()), nil
 	}
-	return ws.ExitStatus(), *v, nil
+	return ws.ExitStatus(), nil
 }
 
 // inheritFlag collects --inherit-fd fd[N]:ID values (CRIU's syntax) into

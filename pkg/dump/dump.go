@@ -18,7 +18,7 @@ import (
 )
 
 // Version is cr's version, recorded in every image.
-const Version = "0.1.0"
+const Version = image.CRVersion
 
 // Options configure a dump.
 type Options struct {
@@ -63,6 +63,17 @@ type Options struct {
 	// A dump already committed (the image in place) is not undone. cmd/cr
 	// closes it on SIGINT and SIGTERM.
 	Abort <-chan struct{}
+	// LeaveStopped leaves every process of the tree stopped (as by
+	// SIGSTOP) after the dump instead of killing it (CRIU's
+	// --leave-stopped); a SIGCONT resumes it.
+	LeaveStopped bool
+	// Notify, if set, is called at CRIU's action-script points (Action*):
+	// ActionPreDump before the tree is frozen, ActionPostDump once the
+	// image is complete and in place while the tree is still frozen. An
+	// error aborts the dump: before the freeze nothing is touched; after
+	// post-dump the tree runs on as before (the image stays, as CRIU's
+	// does). pid is the root of the tree.
+	Notify func(action string, pid int) error
 }
 
 // Result describes a finished dump.
@@ -72,6 +83,12 @@ type Result struct {
 	Frozen    time.Duration // how long the target was stopped
 	PagesTime time.Duration // time spent copying pages
 	CheckTime time.Duration // time spent reading the image back (restore.Check) before the commit
+	// Figures for --display-stats and stats-dump.json (image.DumpStats).
+	FreezeTime    time.Duration // seizing every thread of the tree
+	CollectTime   time.Duration // reading the state: /proc and injected syscalls
+	PagesScanned  uint64        // pages of the mappings whose pages are saved
+	PagesInParent uint64        // pages shared copy-on-write with the parent, stored there
+	Bytes         int64         // size of the image's files
 }
 
 // Run checkpoints one process into opt.Dir.

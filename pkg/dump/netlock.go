@@ -67,7 +67,7 @@ func (t *tree) lockNetwork() error {
 	}
 	t.netLock = name
 	t.logf("network lock %s: %d TCP connection(s)", name, len(conns))
-	return nil
+	return t.notify(ActionNetworkLock)
 }
 
 // imageLock is the lock the image names: the one taken, unless the tree

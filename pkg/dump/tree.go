@@ -106,9 +106,14 @@ func (t *tree) run() (res *Result, err error) {
 	if err := t.checkAbort(); err != nil {
 		return nil, err
 	}
+	if err := t.notify(ActionPreDump); err != nil {
+		return nil, err
+	}
+	start = time.Now()
 	if err := t.seizeTree(); err != nil {
 		return nil, err
 	}
+	freezeTime := time.Since(start)
 	t.logf("froze %d processes", len(t.procs))
 	if err := t.lockNetwork(); err != nil {
 		return nil, err
@@ -179,6 +184,7 @@ func (t *tree) run() (res *Result, err error) {
 		}
 	}
 
+	collectTime := time.Since(start) - freezeTime
 	if err := t.checkAbort(); err != nil {
 		return nil, err
 	}
@@ -247,7 +253,13 @@ func (t *tree) run() (res *Result, err error) {
 		return nil, err
 	}
 	committed = true
-	return &Result{Dir: w.Dir, Pages: pages, Frozen: time.Since(start), PagesTime: ptime, CheckTime: ctime}, nil
+	res = &Result{Dir: w.Dir, Pages: pages, Frozen: time.Since(start), PagesTime: ptime, CheckTime: ctime,
+		FreezeTime: freezeTime, CollectTime: collectTime}
+	t.writeStats(res)
+	if err := t.notify(ActionPostDump); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // seizeTree seizes the root and then, level by level, every descendant: a
@@ -536,7 +548,7 @@ func (t *tree) releaseAll(err error, committed bool) error {
 	if err != nil && !errors.Is(err, ErrNoProcess) && root.gone() {
 		err = fmt.Errorf("process %d vanished during the dump (%v): %w", t.pid, err, ErrNoProcess)
 	}
-	if err == nil && !t.opt.LeaveRunning && committed {
+	if err == nil && !t.opt.LeaveRunning && !t.opt.LeaveStopped && committed {
 		for _, p := range t.procs {
 			unix.Kill(p.pid, unix.SIGKILL)
 		}
@@ -549,15 +561,19 @@ func (t *tree) releaseAll(err error, committed bool) error {
 		return nil
 	}
 	for _, p := range t.procs {
-		for _, th := range p.threads {
+		for i, th := range p.threads {
 			if th.task.Exited != nil {
 				continue
+			}
+			sig := 0
+			if i == 0 && err == nil && committed && t.opt.LeaveStopped {
+				sig = int(unix.SIGSTOP) // --leave-stopped: the process stops at once
 			}
 			// (A process that was stopped stays stopped: the kernel puts a
 			// detached task of a stopped group back into the group stop.)
 			// Once the image is committed it is complete: a target that was
 			// killed meanwhile does not make the dump fail.
-			if derr := th.task.Detach(0); derr != nil && err == nil && !(committed && p.gone()) {
+			if derr := th.task.Detach(sig); derr != nil && err == nil && !(committed && p.gone()) {
 				err = derr
 			}
 		}

@@ -64,6 +64,9 @@ func header(kind Kind) []byte {
 }
 
 func checkHeader(name string, h []byte, kind Kind) error {
+	if isCRIU(h) {
+		return &CRIUImageError{name}
+	}
 	if len(h) < headerSize {
 		return &FormatError{name, 0, "file is shorter than its header"}
 	}

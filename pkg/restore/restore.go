@@ -49,6 +49,15 @@ type Options struct {
 	// where the peers are gone (--tcp-close, CRIU's name): see
 	// files.closedTCP. Listeners are restored as ever.
 	TCPClose bool
+	// LeaveStopped leaves every restored process stopped (as by SIGSTOP)
+	// instead of letting it run (CRIU's --leave-stopped); a SIGCONT
+	// resumes it.
+	LeaveStopped bool
+	// Notify, if set, is called at CRIU's action-script points (Action*):
+	// ActionPreRestore before the image is read, ActionPostRestore once
+	// every process is rebuilt, before any runs. An error aborts the
+	// restore, leaving nothing running. pid is the image's root pid.
+	Notify func(action string, pid int) error
 }
 
 // Result describes a restored process. The process is cr's child: the
@@ -62,6 +71,13 @@ type Result struct {
 	// the foreground of its terminal gives it the terminal (TIOCSPGRP), as
 	// cr restore does.
 	Foreground int
+	// Figures for --display-stats and stats-restore.json
+	// (image.RestoreStats).
+	LoadTime      time.Duration // reading and checking the image
+	BuildTime     time.Duration // rebuilding the processes
+	VerifyWait    time.Duration // waiting for the page checksums afterwards
+	PagesRestored uint64        // pages read from the image's pages files
+	Bytes         int64         // size of the image's files
 }
 
 // Run restores the image in opt.Dir. On success the processes run,
@@ -79,6 +95,9 @@ func Run(opt Options) (*Result, error) {
 	}
 	opt.Dir = dir
 	start := time.Now()
+	if err := notify(opt, ActionPreRestore, dir); err != nil {
+		return nil, err
+	}
 	ck, err := files.Load(dir)
 	if err != nil {
 		return nil, err
@@ -112,11 +131,14 @@ func Run(opt Options) (*Result, error) {
 		verified <- err
 	}()
 	t.logf("image loaded and checked in %v", time.Since(start))
+	loadTime := time.Since(start)
 	pid, err := t.run(verified)
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Pid: pid, Duration: time.Since(start), Foreground: t.foreground()}, nil
+	res := &Result{Pid: pid, Duration: time.Since(start), LoadTime: loadTime, BuildTime: t.buildTime, VerifyWait: t.verifyWait, Foreground: t.foreground()}
+	t.writeStats(res)
+	return res, nil
 }
 
 // treeRestore rebuilds every process of the image.
@@ -139,6 +161,8 @@ type treeRestore struct {
 
 	ipcReplace []ipc.Object // objects of the namespace the image's replace (validate)
 	ipc        *ipc.Created // the SysV IPC objects made
+
+	buildTime, verifyWait time.Duration // for Result
 }
 
 // made reports whether cr has (made or copied) file id.
@@ -300,17 +324,27 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 			return 0, fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)
 		}
 	}
+	t.buildTime = time.Since(t0)
 	t.logf("%d processes rebuilt in %v", len(t.procs), time.Since(t0))
 	t0 = time.Now()
 	if err := <-verified; err != nil {
 		return 0, err
 	}
+	t.verifyWait = time.Since(t0)
 	t.logf("waited %v for the page checksums", time.Since(t0))
+	if err := t.notify(ActionPostRestore); err != nil {
+		return 0, err
+	}
 	// Every socket is in place and every process built: the network lock
 	// of the image goes now, just before they run (a restore that fails
 	// before keeps it, and can be tried again).
 	if err := t.open.NetworkUnlock(); err != nil {
 		return 0, err
+	}
+	if t.ck.Inventory.NetLock != "" {
+		if err := t.notify(ActionNetworkUnlock); err != nil {
+			return 0, err
+		}
 	}
 	// Every thread of every process is ready: let them all go.
 	for _, r := range t.procs {
@@ -319,7 +353,7 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 		}
 		for i := len(r.threads) - 1; i >= 0; i-- {
 			sig := 0
-			if i == 0 && r.proc.Task.Stopped {
+			if i == 0 && (r.proc.Task.Stopped || t.opt.LeaveStopped) {
 				sig = int(unix.SIGSTOP) // it was stopped: it stops again at once
 			}
 			if err := r.threads[i].task.Detach(sig); err != nil {

@@ -19,8 +19,8 @@ import (
 const usage = `cr checkpoints a running Linux process into an image directory and restores it.
 
 Usage:
-  cr dump -t PID -o DIR [--leave-running] [--shell-job] [--sync] [--ipc-all] [--ipc-id shm:ID,sem:ID,msg:ID] [-v]
-  cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--inherit-fd fd[N]:ID]... [--force-kernel] [-v]
+  cr dump -t PID -o DIR [--leave-running] [--shell-job] [--file-locks] [--sync] [--ipc-all] [--ipc-id shm:ID,sem:ID,msg:ID] [-v]
+  cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--file-locks] [--inherit-fd fd[N]:ID]... [--force-kernel] [-v]
   cr show -i DIR [--json]
   cr check [-t PID [--shell-job]]
   cr demo
@@ -139,6 +139,7 @@ func cmdDump(args []string) (bool, error) {
 	leave := fs.Bool("leave-running", false, "resume the process after the dump instead of killing it")
 	sync := fs.Bool("sync", false, "fsync the image before reporting success")
 	shell := fs.Bool("shell-job", false, "allow a process attached to a terminal, or whose session lies outside the image")
+	locks := fs.Bool("file-locks", false, "save the file locks the processes hold (flock, POSIX and OFD locks) instead of refusing them")
 	ipcAll := fs.Bool("ipc-all", false, "dump every SysV IPC object of the IPC namespace, not only the tree's")
 	ipcIDs := fs.String("ipc-id", "", "also dump these SysV IPC objects: shm:ID,sem:ID,msg:ID")
 	v := fs.Bool("v", false, "verbose: progress, and the whole error chain")
@@ -152,7 +153,7 @@ func cmdDump(args []string) (bool, error) {
 	if err != nil {
 		return *v, &usageError{"dump: --ipc-id: " + err.Error()}
 	}
-	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync, ShellJob: *shell, IPCAll: *ipcAll, IPCIDs: ids}
+	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, Sync: *sync, ShellJob: *shell, IPCAll: *ipcAll, IPCIDs: ids, FileLocks: *locks}
 	if *v {
 		opt.Log = os.Stderr
 	}

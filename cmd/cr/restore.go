@@ -20,6 +20,7 @@ func cmdRestore(args []string) (int, bool, error) {
 	pidfile := fs.String("pidfile", "", "write the restored pid to this file")
 	force := fs.Bool("force-kernel", false, "restore an image dumped on another kernel release")
 	shell := fs.Bool("shell-job", false, "the process was a shell job: give it cr's session, process group and terminal")
+	locks := fs.Bool("file-locks", false, "take again the file locks the image holds (dumped with --file-locks)")
 	fill := fs.String("fill", "preadv", "how pages reach the process: preadv (the process reads them) or writev")
 	var inherit inheritFlag
 	fs.Var(&inherit, "inherit-fd", "fd[N]:ID: give the restored processes cr's fd N in place of the external pipe or socket ID (`cr show` lists them); repeatable")
@@ -30,7 +31,7 @@ func cmdRestore(args []string) (int, bool, error) {
 	if *dir == "" {
 		return 0, *v, &usageError{"restore: -i DIR is required"}
 	}
-	opt := restore.Options{Dir: *dir, ForceKernel: *force, Fill: *fill, ShellJob: *shell, InheritFds: inherit}
+	opt := restore.Options{Dir: *dir, ForceKernel: *force, Fill: *fill, ShellJob: *shell, InheritFds: inherit, FileLocks: *locks}
 	if *v {
 		opt.Log = os.Stderr
 	}

@@ -101,6 +101,8 @@ type Probe struct {
 	Flags    uint32 // open flags (fdinfo "flags:", FD_CLOEXEC apart)
 	Ident    image.FileIdent
 	AllowTTY bool // terminals are saved (a shell job), not refused
+	// FileLocks: the fd's locks are saved (--file-locks), not refused.
+	FileLocks bool
 
 	statOnce sync.Once
 	st       unix.Stat_t
@@ -153,7 +155,11 @@ func Validate(c *image.Checkpoint) error {
 		if k == nil {
 			return &image.FormatError{File: image.FilesFile, Msg: fmt.Sprintf("file %d: unknown type %q", f.ID, f.Type)}
 		}
-		if err := k.Validate(c, f); err != nil {
+		err := k.Validate(c, f)
+		if err == nil {
+			err = validateLocks(c, f)
+		}
+		if err != nil {
 			return &image.FormatError{File: image.FilesFile, Msg: fmt.Sprintf("file %d: %v", f.ID, err)}
 		}
 	}

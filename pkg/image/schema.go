@@ -4,7 +4,7 @@ package image
 // minor version only adds optional fields.
 const (
 	FormatMajor = 1
-	FormatMinor = 2
+	FormatMinor = 3
 )
 
 // PageSize is the size of a page in pages files.
@@ -78,6 +78,9 @@ type Inventory struct {
 type Options struct {
 	LeaveRunning bool `json:"leave_running,omitempty"`
 	ShellJob     bool `json:"shell_job,omitempty"`
+	// FileLocks: the dump saved file locks (--file-locks, format 1.3);
+	// restore takes them again only with the same option.
+	FileLocks bool `json:"file_locks,omitempty"`
 }
 
 // Kernel is uname(2) of the dumping machine.
@@ -464,6 +467,11 @@ type File struct {
 	Epoll   []EpollTarget `json:"epoll,omitempty"`
 	Inet    *InetSocket   `json:"inet,omitempty"` // FileInet (format 1.2)
 
+	// Locks are the file locks held through this open file description
+	// (format 1.3, dumped with --file-locks): its flock and OFD locks, and
+	// the POSIX record locks that processes of the image took through it.
+	Locks []FileLock `json:"locks,omitempty"`
+
 	// External names a pipe or socketpair end whose other end was held
 	// by no process of the image (a pipeline with a process outside the
 	// tree, a supervisor's pipe): "pipe:[INO]" or "socket:[INO]", the
@@ -474,6 +482,28 @@ type File struct {
 	// (Format 1.1.)
 	External string `json:"external,omitempty"`
 }
+
+// FileLock is one file lock (fcntl(2), flock(2); the "lock:" lines of
+// /proc/PID/fdinfo/FD, lock_get_status in fs/locks.c). A POSIX record
+// lock belongs to its process (Pid); a flock or OFD lock belongs to the
+// open file description that holds it. Format 1.3.
+type FileLock struct {
+	Kind  string `json:"kind"`  // LockPOSIX, LockOFD or LockFlock
+	Type  string `json:"type"`  // "read" or "write"
+	Start int64  `json:"start"` // first byte (0 for flock)
+	End   int64  `json:"end"`   // last byte, inclusive; -1: to the end of the file, however long it grows
+	// Pid is, for a POSIX lock, the process of the image that owns it;
+	// for a flock, the process that took it if known (0 otherwise); 0 for
+	// an OFD lock.
+	Pid int `json:"pid,omitempty"`
+}
+
+// The kinds of FileLock.
+const (
+	LockPOSIX = "posix" // fcntl F_SETLK: owned by the process
+	LockOFD   = "ofd"   // fcntl F_OFD_SETLK: owned by the open file description
+	LockFlock = "flock" // flock(2): owned by the open file description, whole file
+)
 
 // Pipe is one end of a pipe. Both ends carry the pipe's inode number; the
 // read end also carries the bytes that sat in the pipe at dump time.

@@ -45,6 +45,9 @@ type Options struct {
 	// process held at fd 0, 1 or 2 takes the caller's fd of that number; any
 	// other is refused before anything is created.
 	InheritFds map[string]int
+	// FileLocks takes again the file locks the image holds (--file-locks,
+	// as at the dump); an image with locks is refused without it.
+	FileLocks bool
 }
 
 // Result describes a restored process. The process is cr's child: the
@@ -281,6 +284,10 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 	for _, r := range t.procs {
 		if r.proc.Task.Zombie {
 			continue
+		}
+		// File locks last, when no close of the rebuild can drop them.
+		if err := files.TakeLocks(taskFiles{r}, t.ck); err != nil {
+			return 0, fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)
 		}
 		if err := r.finish(); err != nil {
 			return 0, fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)

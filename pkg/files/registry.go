@@ -13,6 +13,7 @@ var kinds = []Kind{
 	epoll{},
 	opath{},
 	memfd{},
+	mqueue{},
 	regular{},
 	dir{},
 	tty{},

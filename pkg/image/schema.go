@@ -472,6 +472,8 @@ type File struct {
 	// the POSIX record locks that processes of the image took through it.
 	Locks []FileLock `json:"locks,omitempty"`
 
+	Mqueue *Mqueue `json:"mqueue,omitempty"` // FileMqueue (format 1.3)
+
 	// External names a pipe or socketpair end whose other end was held
 	// by no process of the image (a pipeline with a process outside the
 	// tree, a supervisor's pipe): "pipe:[INO]" or "socket:[INO]", the
@@ -481,6 +483,22 @@ type File struct {
 	// the caller's own fd of that number. Empty for every other file.
 	// (Format 1.1.)
 	External string `json:"external,omitempty"`
+}
+
+// FileMqueue is the type of a POSIX message queue's record; Mqueue holds
+// it (format 1.3).
+const FileMqueue = "mqueue"
+
+// Mqueue is a POSIX message queue (mq_overview(7)), saved empty: its name
+// and what mq_open(3) made it with. Its mode is Ident.Mode's permission
+// bits; the description's access mode and O_NONBLOCK are File.Flags.
+// Format 1.3.
+type Mqueue struct {
+	Name    string `json:"name"`    // "/NAME", as mq_open(3) takes it
+	MaxMsg  int64  `json:"maxmsg"`  // mq_attr.mq_maxmsg
+	MsgSize int64  `json:"msgsize"` // mq_attr.mq_msgsize, bytes
+	Uid     uint32 `json:"uid"`
+	Gid     uint32 `json:"gid"`
 }
 
 // FileLock is one file lock (fcntl(2), flock(2); the "lock:" lines of

@@ -17,6 +17,7 @@
  * flock LOCK_NB), the mapping still shows what was written to it.
  * Files with a POSIX lock of the parent are never opened again by it: a
  * close of another fd of the file would drop its locks.
+ * Arg "lease": the parent also holds a read lease on lease.dat (fd ls).
  */
 #include "fixture.h"
 #include <sys/file.h>
@@ -117,6 +118,12 @@ int main(int argc, char **argv)
 	map[4095] = 'N';
 	lock(sf, F_SETLK, F_WRLCK, 120, 8);
 	lock(sf, F_SETLK, F_RDLCK, 128, 8);
+	if (argc > 2 && !strcmp(argv[2], "lease")) {
+		close(mkfile("lease.dat"));
+		int ls = open(wpath("lease.dat"), O_RDONLY);
+		if (ls < 0 || fcntl(ls, F_SETLEASE, F_RDLCK))
+			die("lease");
+	}
 
 	if ((c = fork()) == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);

@@ -38,7 +38,11 @@ func dumpLocks(p *Probe, f *image.File) error {
 	for _, line := range lockLines(p.Info) {
 		l, err := parseLock(line)
 		if err != nil {
-			return &UnsupportedError{Fd: p.Fd, What: fmt.Sprintf("%s, holding %s", p.Target, describeLock(line))}
+			what := describeLock(line)
+			if f := strings.Fields(line); len(f) > 3 && (f[1] == "LEASE" || f[1] == "DELEG") {
+				what = fmt.Sprintf("a %s %s (fcntl F_SETLEASE, %s)", strings.ToLower(f[3]), map[string]string{"LEASE": "lease", "DELEG": "delegation"}[f[1]], strings.ToLower(f[2]))
+			}
+			return &UnsupportedError{Fd: p.Fd, What: fmt.Sprintf("%s, holding %s", p.Target, what)}
 		}
 		switch l.Kind {
 		case image.LockPOSIX:

@@ -149,3 +149,18 @@ func TestRoundTripFileLocks(t *testing.T) {
 	q.Check(t)
 	require.Equal(t, 0, q.Stop(t))
 }
+
+// TestDumpLeaseRefused: a lease (F_SETLEASE) is refused with --file-locks,
+// naming the file and the lease; the process runs on.
+func TestDumpLeaseRefused(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := testutil.Start(t, testutil.BuildC(t, "locks"), "lease")
+	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: filepath.Join(t.TempDir(), "img"), FileLocks: true})
+	var re *dump.RefusedError
+	require.True(t, errors.As(err, &re), "%v", err)
+	for _, r := range re.Reasons { // the parent's fd and the child's (the lease is the description's)
+		require.ErrorContains(t, r, "fd 8 is "+filepath.Join(p.Dir, "lease.dat")+", holding a read lease (fcntl F_SETLEASE, active): not supported yet")
+	}
+	require.Len(t, re.Reasons, 2, "only the lease: %v", err)
+	p.Check(t)
+}

@@ -20,12 +20,13 @@ func cmdCheck(args []string) error {
 	fs := newFlags("check")
 	pid := fs.Int("t", 0, "pre-flight: list every reason a dump of this process tree would be refused (freezes it for a moment, writes nothing)")
 	shell := fs.Bool("shell-job", false, "with -t: as cr dump --shell-job would")
+	locks := fs.Bool("file-locks", false, "with -t: as cr dump --file-locks would")
 	v := fs.Bool("v", false, "verbose: progress")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *pid != 0 {
-		return preflight(*pid, *shell, *v)
+		return preflight(*pid, *shell, *locks, *v)
 	}
 	var u unix.Utsname
 	unix.Uname(&u)
@@ -110,8 +111,8 @@ func printCPU() {
 // preflight runs a dump of pid that stops before anything is injected or
 // written (dump.Options.CheckOnly) and prints every reason it would be
 // refused, one per line, or that it would go through.
-func preflight(pid int, shell, verbose bool) error {
-	opt := dump.Options{Pid: pid, ShellJob: shell, CheckOnly: true}
+func preflight(pid int, shell, locks, verbose bool) error {
+	opt := dump.Options{Pid: pid, ShellJob: shell, FileLocks: locks, CheckOnly: true}
 	if verbose {
 		opt.Log = os.Stderr
 	}

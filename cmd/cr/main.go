@@ -22,7 +22,7 @@ Usage:
   cr dump -t PID -o DIR [--leave-running] [--shell-job] [--file-locks] [--sync] [--ipc-all] [--ipc-id shm:ID,sem:ID,msg:ID] [-v]
   cr restore -i DIR [-d] [--pidfile FILE] [--shell-job] [--file-locks] [--inherit-fd fd[N]:ID]... [--force-kernel] [-v]
   cr show -i DIR [--json]
-  cr check [-t PID [--shell-job]]
+  cr check [-t PID [--shell-job] [--file-locks]]
   cr demo
 `
 

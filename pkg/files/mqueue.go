@@ -78,6 +78,13 @@ func (mqueue) Dump(p *Probe, f *image.File) error {
 	return nil
 }
 
+func (mqueue) Describe(f *image.File) string {
+	if f.Mqueue == nil {
+		return f.Ident.Path
+	}
+	return fmt.Sprintf("POSIX message queue %s (maxmsg %d, msgsize %d)", f.Mqueue.Name, f.Mqueue.MaxMsg, f.Mqueue.MsgSize)
+}
+
 // mqNotify reads the registration from a queue's status text: the
 // registered pid (0: none) and its signal.
 func mqNotify(status string) (pid, sig int) {

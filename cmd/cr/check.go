@@ -17,7 +17,7 @@ import (
 // cmdCheck probes what cr needs from this kernel and says what is missing;
 // with -t PID it is the pre-flight of a dump of that tree instead.
 func cmdCheck(args []string) (int, error) {
-	c := newCommand("check", "cr check [-t PID [--shell-job] [--tcp-established] [--skip-in-flight]] [-i DIR ...]",
+	c := newCommand("check", "cr check [-t PID [--shell-job] [--tcp-established] [--skip-in-flight] [--file-locks]] [-i DIR ...]",
 		`Without -t: probe what cr needs from this kernel and CPU and say what is
 missing (status 1 if something is). With -t PID: the pre-flight of a dump
 of that tree: freeze it for a moment, list every reason a dump would be
@@ -28,6 +28,7 @@ refused (status 1) or say it would go through (0); nothing is written.`,
 	shell := c.fs.Bool("shell-job", false, "with -t: as cr dump --shell-job would")
 	tcpEst := c.fs.Bool("tcp-established", false, "with -t: as cr dump --tcp-established would")
 	skipInFlight := c.fs.Bool("skip-in-flight", false, "with -t: as cr dump --skip-in-flight would")
+	locks := c.fs.Bool("file-locks", false, "with -t: as cr dump --file-locks would")
 	var dirs listFlag
 	c.fs.Var(&dirs, "i", "an image directory `DIR` whose network lock is expected (repeatable): says which image names each lock table")
 	c.logFlags()
@@ -35,7 +36,7 @@ refused (status 1) or say it would go through (0); nothing is written.`,
 		return 0, err
 	}
 	if *pid != 0 {
-		return 0, preflight(dump.Options{Pid: *pid, ShellJob: *shell, TCPEstablished: *tcpEst, SkipInFlight: *skipInFlight})
+		return 0, preflight(dump.Options{Pid: *pid, ShellJob: *shell, TCPEstablished: *tcpEst, SkipInFlight: *skipInFlight, FileLocks: *locks})
 	}
 	var u unix.Utsname
 	unix.Uname(&u)

@@ -29,6 +29,7 @@ and the log file is --log-file.`,
 	stopped := c.fs.Bool("leave-stopped", false, "leave the tree stopped (as by SIGSTOP) after the dump instead of killing it; SIGCONT resumes it")
 	c.alias("leave-stopped", "s")
 	sync := c.fs.Bool("sync", false, "fsync the image before reporting success")
+	locks := c.fs.Bool("file-locks", false, "save the file locks the processes hold (flock, POSIX and OFD locks) instead of refusing them")
 	shell := c.fs.Bool("shell-job", false, "allow a process attached to a terminal, or whose session lies outside the image")
 	c.alias("shell-job", "j")
 	ipcAll := c.fs.Bool("ipc-all", false, "dump every SysV IPC object of the IPC namespace, not only the tree's")
@@ -67,7 +68,7 @@ and the log file is --log-file.`,
 	}
 	opt := dump.Options{Pid: *pid, Dir: *dir, LeaveRunning: *leave, LeaveStopped: *stopped, Sync: *sync, ShellJob: *shell,
 		IPCAll: *ipcAll, IPCIDs: ids, Log: progress(), Notify: actionScripts(scripts, *dir),
-		GhostLimit: gl, ExtUnixSk: *extUnix, TCPEstablished: *tcpEst, SkipInFlight: *skipInFlight, NetworkLock: *netLock}
+		GhostLimit: gl, ExtUnixSk: *extUnix, TCPEstablished: *tcpEst, SkipInFlight: *skipInFlight, NetworkLock: *netLock, FileLocks: *locks}
 	removeStale(*dir)
 	// SIGINT and SIGTERM interrupt the dump; it undoes itself (the target
 	// runs on as before, nothing stays on disk) and cr exits with an error.

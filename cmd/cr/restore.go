@@ -33,6 +33,7 @@ before it runs is status 1 with a "cr:" line on stderr.`,
 	fill := c.fs.String("fill", "preadv", "how pages reach the process, `MODE`: preadv (the process reads them from the image) or writev (cr writes them)")
 	var inherit inheritFlag
 	c.fs.Var(&inherit, "inherit-fd", "`fd[N]:ID`: give the restored processes cr's fd N in place of the external pipe or socket ID (`cr show` lists them); repeatable")
+	locks := c.fs.Bool("file-locks", false, "take again the file locks the image holds (dumped with --file-locks)")
 	tcpClose := c.fs.Bool("tcp-close", false, "restore established TCP connections closed (their peers are gone): the program sees each as ended")
 	stopped := c.fs.Bool("leave-stopped", false, "leave the restored processes stopped (as by SIGSTOP); SIGCONT resumes them")
 	c.alias("leave-stopped", "s")
@@ -46,7 +47,7 @@ before it runs is status 1 with a "cr:" line on stderr.`,
 	if *dir == "" {
 		return 0, &usageError{"restore: -i DIR is required (see cr restore -h)"}
 	}
-	opt := restore.Options{Dir: *dir, ForceKernel: *force, Fill: *fill, ShellJob: *shell, InheritFds: inherit, TCPClose: *tcpClose,
+	opt := restore.Options{Dir: *dir, ForceKernel: *force, Fill: *fill, ShellJob: *shell, InheritFds: inherit, TCPClose: *tcpClose, FileLocks: *locks,
 		LeaveStopped: *stopped, Log: progress(), Notify: actionScripts(scripts, *dir)}
 	removeStale(*dir)
 	// Forward signals from the moment the process exists.

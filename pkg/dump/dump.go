@@ -27,6 +27,9 @@ type Options struct {
 	LeaveRunning bool // resume the target after the dump instead of killing it
 	ShellJob     bool // allow a terminal and a session or group outside the image
 	Sync         bool // fsync the image before reporting success
+	// FileLocks saves the file locks the tree holds (flock, POSIX and OFD
+	// locks: --file-locks, CRIU's name) instead of refusing them.
+	FileLocks bool
 	// IPCAll dumps every SysV IPC object of the namespace (--ipc-all),
 	// IPCIDs names objects to dump besides the ones the tree attaches or
 	// used last (--ipc-id); see selectIPC and docs/DESIGN.md.

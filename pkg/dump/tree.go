@@ -94,6 +94,7 @@ func (t *tree) run() (res *Result, err error) {
 	t.files = files.NewCollector(t.opt.ShellJob)
 	t.files.GhostLimit = t.opt.GhostLimit
 	t.files.ExtUnixSk = t.opt.ExtUnixSk
+	t.files.FileLocks = t.opt.FileLocks
 	t.tr = ptrace.NewTracer()
 	t.tr.Timeout = t.opt.Timeout
 	defer t.tr.Close()
@@ -595,7 +596,7 @@ func (t *tree) inventory() image.Inventory {
 	return image.Inventory{
 		FormatMajor: image.FormatMajor, FormatMinor: image.FormatMinor,
 		CRVersion: Version, DumpTime: time.Now().UTC().Format(time.RFC3339Nano),
-		Options: image.Options{LeaveRunning: t.opt.LeaveRunning, ShellJob: t.opt.ShellJob},
+		Options: image.Options{LeaveRunning: t.opt.LeaveRunning, ShellJob: t.opt.ShellJob, FileLocks: t.opt.FileLocks},
 		Kernel:  image.Kernel{Sysname: str(u.Sysname[:]), Release: str(u.Release[:]), Version: str(u.Version[:]), Machine: str(u.Machine[:])},
 		CPU: image.CPU{Arch: "x86_64", XFeatures: l.XCR0, XSaveSize: l.Size, Vendor: cpu.Vendor(cpu.CPUID),
 			XSaveLayout: image.LayoutOf(l), CPUID: image.LeavesOf(cpu.HostLeaves())},

@@ -100,6 +100,10 @@ type Collector struct {
 	// TCP holds the collection's TCP sockets (tcp.go): the options the
 	// dump asks for and cr's copies of the sockets it read.
 	TCP *TCPDump
+
+	// FileLocks saves the file locks the processes and descriptions hold
+	// (--file-locks: image.File.Locks) instead of refusing them.
+	FileLocks bool
 }
 
 type ref struct{ pid, fd int }
@@ -142,6 +146,9 @@ func (c *Collector) Add(pid int) ([]image.Fd, error) {
 		if err != nil {
 			return nil, err
 		}
+		if id >= 0 && len(e.File.Locks) > 0 {
+			c.mergeLocks(id, e.File.Locks)
+		}
 		if id < 0 {
 			id = c.nextID
 			c.nextID++
@@ -172,7 +179,7 @@ func (c *Collector) readAll(pid int, fdnums []int) ([]Entry, error) {
 		go func(w int) {
 			defer wg.Done()
 			for i := w; i < len(fdnums); i += workers {
-				entries[i], errs[i] = readOne(pid, fdnums[i], c.allowTTY, c.GhostLimit, c.TCP)
+				entries[i], errs[i] = readOne(pid, fdnums[i], c.allowTTY, c.GhostLimit, c.TCP, c.FileLocks)
 			}
 		}(w)
 	}
@@ -345,14 +352,14 @@ func kcmpFiles(pid1, fd1, pid2, fd2 int) (uintptr, error) {
 
 // readOne reads fd of pid: what every fd has (baseEntry), then what its
 // kind adds (the first kind of the registry that recognises it).
-func readOne(pid, fd int, allowTTY bool, ghostLimit int64, tcp *TCPDump) (Entry, error) {
+func readOne(pid, fd int, allowTTY bool, ghostLimit int64, tcp *TCPDump, fileLocks bool) (Entry, error) {
 	e := Entry{Fd: fd}
 	link := fmt.Sprintf("/proc/%d/fd/%d", pid, fd)
 	target, err := os.Readlink(link)
 	if err != nil {
 		return e, fmt.Errorf("fd %d: %w", fd, err)
 	}
-	p := &Probe{Pid: pid, Fd: fd, Link: link, Target: target, AllowTTY: allowTTY, GhostLimit: ghostLimit, TCP: tcp}
+	p := &Probe{Pid: pid, Fd: fd, Link: link, Target: target, AllowTTY: allowTTY, GhostLimit: ghostLimit, TCP: tcp, FileLocks: fileLocks}
 	if !p.IsPath() && !recognizedByLink(p) {
 		if strings.HasPrefix(target, "anon_inode:") {
 			return e, &UnsupportedError{Fd: fd, What: anonKind(target)}
@@ -373,6 +380,11 @@ func readOne(pid, fd int, allowTTY bool, ghostLimit int64, tcp *TCPDump) (Entry,
 	e.File.Type = k.Type()
 	if err := k.Dump(p, &e.File); err != nil {
 		return e, err
+	}
+	if p.FileLocks {
+		if err := dumpLocks(p, &e.File); err != nil {
+			return e, err
+		}
 	}
 	return e, nil
 }
@@ -415,7 +427,7 @@ func baseEntry(p *Probe) (Entry, error) {
 	e.Cloexec = flags&oCloexec != 0
 	e.File = image.File{Flags: flags &^ oCloexec, Pos: pos, Ident: id}
 	p.Info, p.Flags, p.Ident = string(b), e.File.Flags, id
-	if locks := lockLines(string(b)); len(locks) > 0 {
+	if locks := lockLines(string(b)); len(locks) > 0 && !p.FileLocks {
 		return e, lockError(p.Fd, p.Target, locks)
 	}
 	return e, nil

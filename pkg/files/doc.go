@@ -14,6 +14,7 @@
 //	signalfd.go signalfds              pidfd.go     pidfds
 //	inotify.go  inotify instances      fanotify.go  fanotify groups
 //	notify.go   (marks' files by handle) ghost.go   deleted and O_TMPFILE files
+//	mqueue.go   POSIX message queues   locks.go     file locks (--file-locks)
 //
 // A kind implements Kind (kind.go): Type (its image record's type name),
 // Recognize (from the fd link text, stat and fdinfo), Dump (fill its
@@ -54,10 +55,12 @@
 // restore will before the dump commits. Other /proc files (/proc/meminfo)
 // are ordinary files.
 //
-// File locks are not restored yet, so an fd with a "lock:" line in its
-// fdinfo (flock, POSIX, OFD locks and leases the process or the open file
-// description holds: show_fd_locks in fs/locks.c) is refused, naming the
-// file and the lock. Not covered: a flock or OFD lock whose description is
+// File locks: without --file-locks (Collector.FileLocks), an fd with a
+// "lock:" line in its fdinfo (flock, POSIX, OFD locks and leases the
+// process or the open file description holds: show_fd_locks in
+// fs/locks.c) is refused, naming the file and the lock. With it, locks.go
+// saves them (image.File.Locks) and TakeLocks takes them again at the end
+// of each process's build; leases are refused. Not covered: a flock or OFD lock whose description is
 // held only by a process outside the tree or by an SCM_RIGHTS message in
 // flight (the lock is not the tree's to restore then).
 package files

@@ -71,7 +71,7 @@ func (c *Collector) file(id int) *image.File {
 // naming cr's fd: the caller names the socket instead).
 func (c *Collector) addInFlight(fd int) (int, error) {
 	pid := os.Getpid()
-	e, err := readOne(pid, fd, c.allowTTY, c.GhostLimit, c.TCP)
+	e, err := readOne(pid, fd, c.allowTTY, c.GhostLimit, c.TCP, c.FileLocks)
 	if err != nil {
 		unix.Close(fd)
 		return -1, err

@@ -105,6 +105,8 @@ type Probe struct {
 	// DefaultGhostLimit; ghost.go).
 	GhostLimit int64
 	TCP      *TCPDump // the collection's TCP sockets (nil: a private one)
+	// FileLocks: the fd's locks are saved (--file-locks), not refused.
+	FileLocks bool
 
 	statOnce sync.Once
 	st       unix.Stat_t
@@ -159,7 +161,11 @@ func Validate(c *image.Checkpoint) error {
 		if k == nil {
 			return &image.FormatError{File: image.FilesFile, Msg: fmt.Sprintf("file %d: unknown type %q", f.ID, f.Type)}
 		}
-		if err := k.Validate(c, f); err != nil {
+		err := k.Validate(c, f)
+		if err == nil {
+			err = validateLocks(c, f)
+		}
+		if err != nil {
 			return &image.FormatError{File: image.FilesFile, Msg: fmt.Sprintf("file %d: %v", f.ID, err)}
 		}
 	}

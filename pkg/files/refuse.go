@@ -86,12 +86,12 @@ func describeLock(line string) string {
 	return fmt.Sprintf("%s %s %s lock on %s", art, kind, mode, rng)
 }
 
-// lockError refuses an fd whose file is locked: locks are not restored yet,
-// and a restore without them would silently drop them.
+// lockError refuses an fd whose file is locked when locks are not saved
+// (without --file-locks): a restore without them would silently drop them.
 func lockError(fd int, target string, locks []string) error {
 	var d []string
 	for _, l := range locks {
 		d = append(d, describeLock(l))
 	}
-	return &UnsupportedError{Fd: fd, What: fmt.Sprintf("%s, holding %s", target, strings.Join(d, " and "))}
+	return &UnsupportedError{Fd: fd, What: fmt.Sprintf("%s, holding %s (dump with --file-locks to save it)", target, strings.Join(d, " and "))}
 }

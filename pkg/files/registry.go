@@ -20,6 +20,7 @@ var kinds = []Kind{
 	epoll{},
 	opath{},
 	memfd{},
+	mqueue{}, // before ghost: an unlinked queue is refused as such
 	ghost{},
 	regular{},
 	dir{},

@@ -78,6 +78,9 @@ type Inventory struct {
 type Options struct {
 	LeaveRunning bool `json:"leave_running,omitempty"`
 	ShellJob     bool `json:"shell_job,omitempty"`
+	// FileLocks: the dump saved file locks (--file-locks, format 1.3);
+	// restore takes them again only with the same option.
+	FileLocks bool `json:"file_locks,omitempty"`
 }
 
 // Kernel is uname(2) of the dumping machine.
@@ -491,6 +494,13 @@ type File struct {
 	Pidfd    *Pidfd    `json:"pidfd,omitempty"`    // FilePidfd (format 1.3)
 	Pty      *Pty      `json:"pty,omitempty"`      // FilePty (format 1.3)
 
+	// Locks are the file locks held through this open file description
+	// (format 1.3, dumped with --file-locks): its flock and OFD locks, and
+	// the POSIX record locks that processes of the image took through it.
+	Locks []FileLock `json:"locks,omitempty"`
+
+	Mqueue *Mqueue `json:"mqueue,omitempty"` // FileMqueue (format 1.3)
+
 	// External names a pipe or socketpair end whose other end was held
 	// by no process of the image (a pipeline with a process outside the
 	// tree, a supervisor's pipe): "pipe:[INO]" or "socket:[INO]", the
@@ -501,6 +511,44 @@ type File struct {
 	// (Format 1.1.)
 	External string `json:"external,omitempty"`
 }
+
+// FileMqueue is the type of a POSIX message queue's record; Mqueue holds
+// it (format 1.3).
+const FileMqueue = "mqueue"
+
+// Mqueue is a POSIX message queue (mq_overview(7)), saved empty: its name
+// and what mq_open(3) made it with. Its mode is Ident.Mode's permission
+// bits; the description's access mode and O_NONBLOCK are File.Flags.
+// Format 1.3.
+type Mqueue struct {
+	Name    string `json:"name"`    // "/NAME", as mq_open(3) takes it
+	MaxMsg  int64  `json:"maxmsg"`  // mq_attr.mq_maxmsg
+	MsgSize int64  `json:"msgsize"` // mq_attr.mq_msgsize, bytes
+	Uid     uint32 `json:"uid"`
+	Gid     uint32 `json:"gid"`
+}
+
+// FileLock is one file lock (fcntl(2), flock(2); the "lock:" lines of
+// /proc/PID/fdinfo/FD, lock_get_status in fs/locks.c). A POSIX record
+// lock belongs to its process (Pid); a flock or OFD lock belongs to the
+// open file description that holds it. Format 1.3.
+type FileLock struct {
+	Kind  string `json:"kind"`  // LockPOSIX, LockOFD or LockFlock
+	Type  string `json:"type"`  // "read" or "write"
+	Start int64  `json:"start"` // first byte (0 for flock)
+	End   int64  `json:"end"`   // last byte, inclusive; -1: to the end of the file, however long it grows
+	// Pid is, for a POSIX lock, the process of the image that owns it;
+	// for a flock, the process that took it if known (0 otherwise); 0 for
+	// an OFD lock.
+	Pid int `json:"pid,omitempty"`
+}
+
+// The kinds of FileLock.
+const (
+	LockPOSIX = "posix" // fcntl F_SETLK: owned by the process
+	LockOFD   = "ofd"   // fcntl F_OFD_SETLK: owned by the open file description
+	LockFlock = "flock" // flock(2): owned by the open file description, whole file
+)
 
 // Pipe is one end of a pipe. Both ends carry the pipe's inode number; the
 // read end also carries the bytes that sat in the pipe at dump time.

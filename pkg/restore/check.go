@@ -26,7 +26,7 @@ func Check(dir string) (*image.Checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &treeRestore{opt: Options{Dir: dir, ShellJob: ck.Inventory.Options.ShellJob}, ck: ck, checkOnly: true}
+	t := &treeRestore{opt: Options{Dir: dir, ShellJob: ck.Inventory.Options.ShellJob, FileLocks: ck.Inventory.Options.FileLocks}, ck: ck, checkOnly: true}
 	t.open = files.NewOpener(t, ck)
 	if err := t.validate(); err != nil {
 		return nil, err

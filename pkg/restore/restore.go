@@ -58,6 +58,9 @@ type Options struct {
 	// every process is rebuilt, before any runs. An error aborts the
 	// restore, leaving nothing running. pid is the image's root pid.
 	Notify func(action string, pid int) error
+	// FileLocks takes again the file locks the image holds (--file-locks,
+	// as at the dump); an image with locks is refused without it.
+	FileLocks bool
 }
 
 // Result describes a restored process. The process is cr's child: the
@@ -319,6 +322,10 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 	for _, r := range t.procs {
 		if r.proc.Task.Zombie {
 			continue
+		}
+		// File locks last, when no close of the rebuild can drop them.
+		if err := files.TakeLocks(taskFiles{r}, t.ck); err != nil {
+			return 0, fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)
 		}
 		if err := r.finish(); err != nil {
 			return 0, fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)

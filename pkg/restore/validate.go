@@ -72,6 +72,9 @@ func (t *treeRestore) validate() error {
 	if c.Inventory.Options.ShellJob && !t.opt.ShellJob {
 		return fmt.Errorf("pid %d was dumped as a shell job (it had a terminal, or its session lies outside the image): restore it with --shell-job", root.Task.Pid)
 	}
+	if f := files.HasLocks(c); f != nil && !t.opt.FileLocks {
+		return fmt.Errorf("the image holds file locks (%s holds %d): restore it with --file-locks", f.Ident.Path, len(f.Locks))
+	}
 	in := map[int]*image.Process{}
 	for _, p := range c.Processes {
 		in[p.Task.Pid] = p

@@ -188,6 +188,15 @@ vmas:
 			}
 			id := int(m.Inode)
 			v.SysVShmid = &id
+		case m.HasVmFlag("ht") && !isSysVShm(m.Path):
+			// hugetlbfs: MAP_HUGETLB anonymous memory shows as
+			// "/anon_hugepage (deleted)", a hugetlbfs file by its path.
+			what := "hugetlb memory (MAP_HUGETLB)"
+			if !strings.HasPrefix(m.Path, "/anon_hugepage") {
+				what = "a hugetlbfs file (" + m.Path + ")"
+			}
+			refused = append(refused, &UnsupportedError{fmt.Sprintf("%s is %s", where, what)})
+			continue vmas
 		case m.Shared() && m.Path == "/secretmem (deleted)":
 			// mm/secretmem.c: the pages are removed from the kernel's
 			// direct map, and no other process can read them.

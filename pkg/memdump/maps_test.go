@@ -161,6 +161,8 @@ func TestVMAs(t *testing.T) {
 		{"7f0000000000-7f0000010000 rw-s 00000000 00:01 32769                      /SYSV6372abcd (deleted)\nVmFlags: rd wr sh mr mw me ms ht\n",
 			"SysV shared memory segment in huge pages (SHM_HUGETLB; key 0x6372abcd, shmid 32769)"},
 		{"7f0000000000-7f0000001000 rw-s 00000000 00:07 12                         /secretmem (deleted)\n", "secret memory (memfd_secret(2))"},
+		{"7f5daba00000-7f5dabc00000 rw-p 00000000 00:11 2175914                    /anon_hugepage (deleted)\nVmFlags: rd wr mr mw me ac ht\n", "is hugetlb memory (MAP_HUGETLB)"},
+		{"7f5daba00000-7f5dabc00000 rw-s 00000000 00:2a 17                         /dev/hugepages/x\nVmFlags: rd wr sh mr mw me ms ht\n", "is a hugetlbfs file (/dev/hugepages/x)"},
 	} {
 		ms, err := memdump.ParseSmaps([]byte(c.line))
 		if err != nil {

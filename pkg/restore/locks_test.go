@@ -135,6 +135,9 @@ func TestRoundTripFileLocks(t *testing.T) {
 	_, err = restore.Run(restore.Options{Dir: dir, FileLocks: true})
 	require.ErrorContains(t, err, fmt.Sprintf("restore pid %d: fd 3 (%s): take the POSIX (fcntl) write lock on bytes 10-29 again: another process holds a conflicting lock on it now", p.Pid, filepath.Join(p.Dir, "posix.dat")))
 	require.ErrorIs(t, unix.Kill(p.Pid, 0), unix.ESRCH, "no process was left")
+	// The killed child was reparented to the test process (a subreaper):
+	// reap it before looking.
+	testutil.Reap(c, 2*time.Second)
 	require.ErrorIs(t, unix.Kill(c, 0), unix.ESRCH, "no process was left")
 	require.NoError(t, unix.Close(fd))
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -88,4 +90,65 @@ func TestShellJob(t *testing.T) {
 	require.True(t, strings.Contains(string(out), "pts/"), "it has the terminal: %s", out)
 	pane.send("quit")
 	pane.waitFor(`rc=0`)
+}
+
+// TestShellJobInteractiveBash: an interactive bash started from another
+// shell's prompt (its own process group, its own job control), running a
+// loop, is dumped with --shell-job and restored by `cr restore --shell-job`
+// typed at a prompt of the same terminal. The restored bash leads its group
+// again and has the terminal: ^C stops its loop and gives its own prompt
+// back (not the outer shell's), where it runs a command with its own pid;
+// when it exits, cr restore returns its status to the outer shell.
+func TestShellJobInteractiveBash(t *testing.T) {
+	testutil.RequireRoot(t)
+	cr(t, "help") // build cr
+	pane := newTmux(t)
+	pane.send("env PS1='inner$ ' bash --norc --noprofile")
+	pane.send("echo inner=$$")
+	pid, _ := strconv.Atoi(pane.waitFor(`inner=(\d+)`)[1])
+	pane.send(`i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.2; done`)
+	pane.waitFor(`tick 2\b`)
+
+	dir := filepath.Join(t.TempDir(), "img")
+	_, e, code := cr(t, "dump", "-t", strconv.Itoa(pid), "-o", dir, "--shell-job")
+	require.Equal(t, 0, code, e)
+	pane.run("send-keys", "-t", "0", "clear", "Enter")
+	// The killed loop's sleep was reparented to the test process (tmux's
+	// server is a descendant of the test, a subreaper): reap it.
+	waitPidsFree(t, dir)
+
+	pane.send(crBin + " restore --shell-job -i " + dir + "; echo rc=$?")
+	last, _ := strconv.Atoi(pane.waitFor(`tick (\d+)\s*$`)[1])
+	pane.waitFor(`tick ` + strconv.Itoa(last+2) + `\b`) // the loop goes on
+	pane.run("send-keys", "-t", "0", "C-c")
+	pane.waitFor(`inner\$\s*$`)
+	pane.send("echo again=$$")
+	require.Equal(t, strconv.Itoa(pid), pane.waitFor(`again=(\d+)`)[1], "the restored bash answers at its own prompt")
+	out, err := exec.Command("ps", "-o", "pgid=", "-p", strconv.Itoa(pid)).CombinedOutput()
+	require.NoError(t, err)
+	require.Equal(t, strconv.Itoa(pid), strings.TrimSpace(string(out)), "it leads its process group again")
+	pane.send("exit 7")
+	pane.waitFor(`rc=7`)
+}
+
+// waitPidsFree waits until no process (nor zombie) holds a pid of the image.
+func waitPidsFree(t *testing.T, dir string) {
+	t.Helper()
+	out, e, code := cr(t, "show", "-i", dir, "--json")
+	require.Equal(t, 0, code, e)
+	var ck struct {
+		Inventory struct {
+			Pids []int `json:"pids"`
+		} `json:"inventory"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &ck))
+	for _, pid := range ck.Inventory.Pids {
+		testutil.Reap(pid, time.Second)
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err != nil {
+				break
+			}
+			require.True(t, time.Now().Before(deadline), "pid %d still held", pid)
+		}
+	}
 }

@@ -107,9 +107,22 @@ func (t *tree) selectIPC() (refused []error, err error) {
 	for id := range named {
 		return nil, fmt.Errorf("SysV IPC object %s:%d (--ipc-id) does not exist", id.Kind, id.ID)
 	}
-	for _, p := range t.procs {
-		if undo, err := ipc.HasSemUndo(p.pid); err == nil && undo {
-			t.logf("pid %d has a SEM_UNDO list (semop with SEM_UNDO): its semaphore adjustments are not saved, and are not undone when the dumped process exits", p.pid)
+	// Undo entries exist only for semaphore sets that exist (freeary drops
+	// a removed set's): with no set in the namespace there is nothing to
+	// report, even for a process that has a list.
+	if len(lists[ipc.Sem]) > 0 {
+		pids := make([]int, len(t.procs))
+		for i, p := range t.procs {
+			pids[i] = p.pid
+		}
+		undo, err := ipc.HasSemUndo(pids)
+		if err != nil {
+			t.logf("cannot tell which processes have SEM_UNDO adjustments: %v", err)
+		}
+		for _, pid := range pids {
+			if undo[pid] {
+				t.logf("pid %d has a SEM_UNDO list (a semop with SEM_UNDO, or threads, which share one): any semaphore adjustments it holds are not saved, and are not undone when the dumped process exits", pid)
+			}
 		}
 	}
 	return refused, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"unsafe"
 
 	"github.com/cr-tools/cr/pkg/image"
@@ -120,16 +121,95 @@ func DumpMsg(o *Object) (image.SysVMsg, error) {
 	return q, nil
 }
 
-// HasSemUndo tells whether process pid has a SEM_UNDO list (it did a
-// semop(2) with SEM_UNDO): kcmp(2) KCMP_SYSVSEM compares its
-// sysvsem.undo_list with cr's own, which is empty. The adjustments
-// themselves cannot be read from outside the kernel.
-func HasSemUndo(pid int) (bool, error) {
-	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(os.Getpid()), uintptr(pid), kcmpSysVSem, 0, 0, 0)
-	if e != 0 {
-		return false, fmt.Errorf("kcmp KCMP_SYSVSEM of pid %d: %w", pid, e)
+// HasSemUndo tells, for each of pids, whether the process has a SEM_UNDO
+// list: kcmp(2) KCMP_SYSVSEM compares its sysvsem.undo_list with that of a
+// process known to have none. The kernel gives a task a list at its first
+// semop(2) with SEM_UNDO, and also to every thread made with CLONE_SYSVSEM
+// (pthread_create and the Go runtime do), so a multi-threaded process has
+// one even if it never used SEM_UNDO (ipc/sem.c copy_semundo); cr itself is
+// such a process, so it cannot be the reference. The reference is a zombie:
+// exit_sem sets a dying task's list to NULL, and kcmp still finds a zombie.
+// cr starts a tiny static program that exits at once, compares, and reaps
+// it. The adjustments themselves cannot be read from outside the kernel.
+func HasSemUndo(pids []int) (map[int]bool, error) {
+	ref, err := startZombie()
+	if err != nil {
+		return nil, fmt.Errorf("start the SEM_UNDO reference process: %w", err)
 	}
-	return r != 0, nil
+	defer func() {
+		var ws unix.WaitStatus
+		for {
+			if _, err := unix.Wait4(ref, &ws, 0, nil); err != unix.EINTR {
+				return
+			}
+		}
+	}()
+	has := make(map[int]bool, len(pids))
+	for _, pid := range pids {
+		r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(ref), uintptr(pid), kcmpSysVSem, 0, 0, 0)
+		if e != 0 {
+			return nil, fmt.Errorf("kcmp KCMP_SYSVSEM of pid %d: %w", pid, e)
+		}
+		has[pid] = r != 0
+	}
+	return has, nil
+}
+
+// zombieCode is `mov $60, %eax; xor %edi, %edi; syscall`: exit(0).
+var zombieCode = []byte{0xb8, 0x3c, 0x00, 0x00, 0x00, 0x31, 0xff, 0x0f, 0x05}
+
+// startZombie runs a static ELF64 program (from a memfd) that exits at
+// once, and waits until it has exited without reaping it (waitid WNOWAIT):
+// its pid names a zombie until the caller reaps it.
+func startZombie() (int, error) {
+	const base, codeOff = 0x10000000, 0x78 // the code right after the ELF header and one program header
+	b := make([]byte, codeOff+len(zombieCode))
+	le := binary.LittleEndian
+	copy(b, []byte{0x7f, 'E', 'L', 'F', 2, 1, 1, 0}) // ELFCLASS64, little-endian, version 1, System V
+	le.PutUint16(b[16:], 2)                          // e_type ET_EXEC
+	le.PutUint16(b[18:], 62)                         // e_machine EM_X86_64
+	le.PutUint32(b[20:], 1)                          // e_version
+	le.PutUint64(b[24:], base+codeOff)               // e_entry
+	le.PutUint64(b[32:], 64)                         // e_phoff
+	le.PutUint16(b[52:], 64)                         // e_ehsize
+	le.PutUint16(b[54:], 56)                         // e_phentsize
+	le.PutUint16(b[56:], 1)                          // e_phnum
+	ph := b[64:]
+	le.PutUint32(ph[0:], 1)               // PT_LOAD
+	le.PutUint32(ph[4:], 5)               // PF_R|PF_X
+	le.PutUint64(ph[16:], base)           // p_vaddr
+	le.PutUint64(ph[24:], base)           // p_paddr
+	le.PutUint64(ph[32:], uint64(len(b))) // p_filesz
+	le.PutUint64(ph[40:], uint64(len(b))) // p_memsz
+	le.PutUint64(ph[48:], 0x1000)         // p_align
+	copy(b[codeOff:], zombieCode)
+	fd, err := unix.MemfdCreate("cr-semundo-ref", unix.MFD_CLOEXEC)
+	if err != nil {
+		return 0, fmt.Errorf("memfd_create: %w", err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, b); err != nil {
+		return 0, fmt.Errorf("write the program: %w", err)
+	}
+	path := fmt.Sprintf("/proc/self/fd/%d", fd)
+	pid, err := syscall.ForkExec(path, []string{"cr-semundo-ref"}, &syscall.ProcAttr{Env: []string{}})
+	if err != nil {
+		return 0, fmt.Errorf("exec: %w", err)
+	}
+	var info unix.Siginfo
+	for {
+		err = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		unix.Kill(pid, unix.SIGKILL)
+		var ws unix.WaitStatus
+		unix.Wait4(pid, &ws, 0, nil)
+		return 0, fmt.Errorf("wait for pid %d: %w", pid, err)
+	}
+	return pid, nil
 }
 
 func roundUp(n uint64) uint64 { return (n + image.PageSize - 1) &^ (image.PageSize - 1) }

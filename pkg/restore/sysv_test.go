@@ -3,6 +3,7 @@ package restore_test
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -68,6 +69,19 @@ func msgget(t *testing.T, key int32) int {
 	return int(id)
 }
 
+// TestHasSemUndo: of the fixture's parent (one thread, no semop) and
+// child (a semop with SEM_UNDO), only the child has a SEM_UNDO list; the
+// test process, whose threads share one, has one too.
+func TestHasSemUndo(t *testing.T) {
+	p := startSysV(t)
+	c := p.IntInfo(t, "c")
+	has, err := ipc.HasSemUndo([]int{p.Pid, c, os.Getpid()})
+	require.NoError(t, err)
+	require.Equal(t, map[int]bool{p.Pid: false, c: true, os.Getpid(): true}, has)
+	_, err = ipc.HasSemUndo([]int{1 << 30})
+	require.ErrorContains(t, err, "kcmp KCMP_SYSVSEM of pid 1073741824")
+}
+
 // TestRoundTripSysV: SysV IPC objects of a parent and child (testdata/sysv.c):
 // a segment attached read-write by the parent and read-only by the child
 // at another address, one marked for removal while both attach it, a
@@ -96,6 +110,7 @@ func TestRoundTripSysV(t *testing.T) {
 			p.Kill()
 			reapTree(t, dir)
 			require.Contains(t, log.String(), fmt.Sprintf("pid %d has a SEM_UNDO list", c))
+			require.NotContains(t, log.String(), fmt.Sprintf("pid %d has a SEM_UNDO list", p.Pid), "the parent never used SEM_UNDO")
 
 			ck, err := image.Load(dir)
 			require.NoError(t, err)

@@ -104,7 +104,7 @@ type Probe struct {
 	// GhostLimit is the largest deleted file saved, in bytes (0:
 	// DefaultGhostLimit; ghost.go).
 	GhostLimit int64
-	TCP      *TCPDump // the collection's TCP sockets (nil: a private one)
+	TCP        *TCPDump // the collection's TCP sockets (nil: a private one)
 	// FileLocks: the fd's locks are saved (--file-locks), not refused.
 	FileLocks bool
 

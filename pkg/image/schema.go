@@ -464,8 +464,8 @@ const (
 	FileFanotify = "fanotify" // Fanotify holds the flags and marks
 	FilePidfd    = "pidfd"    // Pidfd names the process
 	FileGhost    = "ghost"    // a deleted file; Shmem names its saved contents
-	FileUDP     = "udp"     // a UDP socket (AF_INET or AF_INET6); Inet and UDP hold it (format 1.3)
-	FileNetlink = "netlink" // a netlink socket; Netlink holds it (format 1.3)
+	FileUDP      = "udp"      // a UDP socket (AF_INET or AF_INET6); Inet and UDP hold it (format 1.3)
+	FileNetlink  = "netlink"  // a netlink socket; Netlink holds it (format 1.3)
 )
 
 // File is one open file description (files.img, TagFile); fds refer to it

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -83,7 +84,7 @@ and the log file is --log-file.`,
 		infof("cr: %v: interrupting the dump", s)
 		close(abort)
 	}()
-	res, err := dump.Run(opt)
+	res, err := dump.Run(context.Background(), opt)
 	if err != nil {
 		return 0, err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -63,7 +64,7 @@ before it runs is status 1 with a "cr:" line on stderr.`,
 			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 		}
 	}
-	res, err := restore.Run(opt)
+	res, err := restore.Run(context.Background(), opt)
 	if err != nil {
 		return 0, err
 	}

@@ -10,12 +10,14 @@ import (
 type Phase int
 
 // The phases of a restore, in order. A restore reports Validated once,
-// Created once, Memory any number of times (Done rising to Total), then
+// Created once, Memory any number of times (Done rising to Total; each
+// process's children are forked, with their pids, once its memory is in
+// place, so that pages shared at the dump are shared again), then
 // Running. A failed or cancelled restore stops reporting at the phase that
 // failed.
 const (
 	Validated Phase = iota + 1 // the image is read and checked; nothing is created yet
-	Created                    // every process of the tree exists with its pid (Event.Processes)
+	Created                    // the root process exists with its pid; the others are forked from their parents as the memory is built
 	Memory                     // Event.Done of Event.Total pages of memory are in place
 	Running                    // every process is rebuilt and let go (or stopped: Options.LeaveStopped)
 )

@@ -310,6 +310,7 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 	if err := root.prepare(); err != nil {
 		return 0, fmt.Errorf("restore pid %d: %w", root.proc.Task.Pid, err)
 	}
+	t.ev.emit(Created)
 	// Build the memory of every process, forking each child from its parent
 	// once the parent's memory is in place, so that the pages they shared
 	// at the dump are shared (copy-on-write) again.
@@ -319,7 +320,6 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 	if err := t.cancelled(); err != nil {
 		return 0, err
 	}
-	t.ev.emit(Created)
 	if err := t.setGroups(); err != nil {
 		return 0, err
 	}

@@ -152,4 +152,3 @@ func TestRunHookAborts(t *testing.T) {
 type failing struct{ notify.NoNotify }
 
 func (failing) PreDump() error { return errors.New("not now") }
-

@@ -29,7 +29,7 @@ type meter struct {
 	log   io.Writer // plain lines (-v3 and up), or nil
 	out   io.Writer // where the line goes (stderr)
 	pb    *progressbar.ProgressBar
-	gate  *gate // the bar's writer
+	gate  *gate     // the bar's writer
 	shown time.Time // last plain progress line
 	// phases lists each phase once, with the time it was first reached.
 	phases []phaseTime

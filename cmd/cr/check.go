@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -125,7 +126,7 @@ func printCPU() {
 func preflight(opt dump.Options) error {
 	pid := opt.Pid
 	opt.CheckOnly, opt.Log = true, progress()
-	res, err := dump.Run(opt)
+	res, err := dump.Run(context.Background(), opt)
 	var re *dump.RefusedError
 	if errors.As(err, &re) {
 		if len(re.Reasons) == 1 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -98,7 +99,7 @@ func demo(keep bool) error {
 
 	img := filepath.Join(work, "image")
 	step("cr dump -t %d -o %s", pid, img)
-	res, err := dump.Run(dump.Options{Pid: pid, Dir: img})
+	res, err := dump.Run(context.Background(), dump.Options{Pid: pid, Dir: img})
 	if err != nil {
 		return err
 	}
@@ -118,7 +119,7 @@ func demo(keep bool) error {
 	files.WriteSummary(indent{os.Stdout}, ck)
 
 	step("cr restore -i %s", img)
-	rres, err := restore.Run(restore.Options{Dir: img})
+	rres, err := restore.Run(context.Background(), restore.Options{Dir: img})
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -76,20 +77,28 @@ and the log file is --log-file.`,
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	abort := make(chan struct{})
-	opt.Abort = abort
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	go func() {
-		s := <-sigs
-		infof("cr: %v: interrupting the dump", s)
-		close(abort)
+		select {
+		case s := <-sigs:
+			infof("cr: %v: interrupting the dump", s)
+			cancel()
+		case <-ctx.Done():
+		}
 	}()
-	res, err := dump.Run(opt)
+	// The progress line and --display-stats follow the dump's events.
+	m := newMeter("dump")
+	opt.Events = m.dumpEvent
+	res, err := dump.Run(ctx, opt)
+	m.finish()
 	if err != nil {
 		return 0, err
 	}
 	infof("dumped pid %d into %s: %d pages, frozen for %v", *pid, res.Dir, res.Pages, res.Frozen)
 	if *stats {
 		printDumpStats(os.Stderr, res)
+		m.printPhases(os.Stderr)
 	}
 	return 0, nil
 }

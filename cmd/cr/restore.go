@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -63,13 +64,18 @@ before it runs is status 1 with a "cr:" line on stderr.`,
 			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 		}
 	}
-	res, err := restore.Run(opt)
+	// The progress line and --display-stats follow the restore's events.
+	m := newMeter("restore")
+	opt.Events = m.restoreEvent
+	res, err := restore.Run(context.Background(), opt)
+	m.finish()
 	if err != nil {
 		return 0, err
 	}
 	infof("restored pid %d in %v", res.Pid, res.Duration)
 	if *stats {
 		printRestoreStats(os.Stderr, res)
+		m.printPhases(os.Stderr)
 	}
 	if *pidfile != "" {
 		if err := os.WriteFile(*pidfile, []byte(strconv.Itoa(res.Pid)+"\n"), 0o644); err != nil {

@@ -1,6 +1,7 @@
 package dump_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -31,7 +32,7 @@ func BenchmarkDump(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				dir := filepath.Join(parent, "img"+strconv.Itoa(i))
-				res, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
+				res, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -64,7 +65,7 @@ func BenchmarkDumpTiny(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		dir := filepath.Join(parent, "img"+strconv.Itoa(i))
-		res, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
+		res, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"github.com/cr-tools/cr/pkg/files"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/cr-tools/cr/internal/cpu"
 	"github.com/cr-tools/cr/pkg/image"
+	"github.com/cr-tools/cr/pkg/memdump"
 	"github.com/cr-tools/cr/pkg/parasite"
 	"github.com/cr-tools/cr/pkg/procfs"
 	"github.com/cr-tools/cr/pkg/ptrace"
@@ -77,6 +79,11 @@ type Options struct {
 	// post-dump the tree runs on as before (the image stays, as CRIU's
 	// does). pid is the root of the tree.
 	Notify func(action string, pid int) error
+	// Events, if set, is called at every step of the dump (Event, Phase),
+	// one call at a time and in order, from Run's goroutines: it must
+	// return quickly and not call back into the dump. cmd/cr draws its
+	// progress line and --display-stats from it.
+	Events func(Event)
 }
 
 // Result describes a finished dump.
@@ -94,18 +101,44 @@ type Result struct {
 	Bytes         int64         // size of the image's files
 }
 
-// Run checkpoints one process into opt.Dir.
-func Run(opt Options) (*Result, error) {
+// Run checkpoints the process tree rooted at opt.Pid into opt.Dir.
+//
+// Cancelling ctx (or closing opt.Abort) interrupts the dump as SIGINT does
+// in cmd/cr: it stops between phases and inside the page copy, puts every
+// process back as it was found (running, untraced, its registers and
+// memory as before), removes what it wrote, and returns an error wrapping
+// ErrInterrupted and ctx.Err(). Once the image is committed (the Verified
+// event) the dump completes; a later cancellation changes nothing.
+func Run(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Timeout == 0 {
 		opt.Timeout = 10 * time.Second
 	}
-	t := &tree{opt: opt, pid: opt.Pid}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	abort, release := abortOn(ctx, opt.Abort)
+	defer release()
+	opt.Abort = abort
+	t := &tree{opt: opt, pid: opt.Pid, ev: &events{fn: opt.Events, start: time.Now()}}
 	res, err := t.run()
 	if err != nil {
 		if t.aborted() && !errors.Is(err, ErrNoProcess) {
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, fmt.Errorf("process %d runs on as before, and no image was written (%v): %w (%w)", opt.Pid, err, ErrInterrupted, cerr)
+			}
 			return nil, fmt.Errorf("process %d runs on as before, and no image was written (%v): %w", opt.Pid, err, ErrInterrupted)
 		}
 		return nil, err
+	}
+	if !opt.CheckOnly {
+		switch {
+		case opt.LeaveStopped:
+			t.ev.emit(Stopped)
+		case opt.LeaveRunning:
+			t.ev.emit(Resumed)
+		default:
+			t.ev.emit(Killed)
+		}
 	}
 	return res, nil
 }
@@ -124,6 +157,9 @@ type dumper struct {
 	status  *procfs.Status // likewise
 
 	parentInTree bool // its parent is dumped too (so pages may be shared with it)
+	// runs and shared are the pages to copy and the pages shared with the
+	// parent, found by scanPages.
+	runs, shared []memdump.Run
 	// leaderless: its main thread has exited (a zombie leader) while other
 	// threads run; only those are seized, and the dump is refused.
 	leaderless bool

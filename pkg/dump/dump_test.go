@@ -1,6 +1,7 @@
 package dump_test
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -547,7 +548,7 @@ func TestDumpKills(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.Start(t, testutil.BuildC(t, "counter"))
 	dir := filepath.Join(t.TempDir(), "img")
-	res, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	res, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package dump_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -29,7 +30,7 @@ func runBounded(t *testing.T, opt dump.Options) (*dump.Result, error) {
 	}
 	ch := make(chan out, 1)
 	go func() {
-		res, err := dump.Run(opt)
+		res, err := dump.Run(context.Background(), opt)
 		ch <- out{res, err}
 	}()
 	select {
@@ -240,7 +241,7 @@ func TestDumpGoThreads(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.Start(t, testutil.BuildGo(t, "testdata/gothreads"))
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
 	if err != nil {
 		t.Fatal(err)
 	}

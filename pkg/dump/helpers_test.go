@@ -3,6 +3,7 @@ package dump_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -178,7 +179,7 @@ func dumpFixture(t *testing.T, name string, flags []string, args ...string) *img
 	p := testutil.Start(t, testutil.BuildC(t, name, flags...), args...)
 	d := &img{p: p, dir: filepath.Join(t.TempDir(), "img")}
 	d.maps = readMaps(t, p.Pid)
-	res, err := dump.Run(dump.Options{Pid: p.Pid, Dir: d.dir, LeaveRunning: true})
+	res, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: d.dir, LeaveRunning: true})
 	if err != nil {
 		t.Fatalf("dump %s (pid %d): %v", name, p.Pid, err)
 	}

@@ -1,6 +1,7 @@
 package dump_test
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -45,7 +46,7 @@ func TestRseqCriticalSection(t *testing.T) {
 	var rips []string
 	for i := 0; i < attempts && (hits == 0 || i < minAttempts); i++ {
 		dir := filepath.Join(t.TempDir(), fmt.Sprintf("img%d", i))
-		if _, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true}); err != nil {
+		if _, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true}); err != nil {
 			t.Fatalf("attempt %d: dump: %v", i, err)
 		}
 		ck, err := image.Load(dir)

@@ -37,6 +37,7 @@ type tree struct {
 	ipc     *image.SysVIPC // and saved (dumpIPC)
 	refusal error          // found while seizing (reported once the whole tree is frozen)
 	netLock string         // the network lock taken (netlock.go), "" if none
+	ev      *events        // Options.Events (events.go)
 }
 
 // testHookCheckpoint, when set (by tests), may change the checkpoint just
@@ -116,6 +117,8 @@ func (t *tree) run() (res *Result, err error) {
 	}
 	freezeTime := time.Since(start)
 	t.logf("froze %d processes", len(t.procs))
+	t.ev.procs = len(t.procs)
+	t.ev.emit(Frozen)
 	if err := t.lockNetwork(); err != nil {
 		return nil, err
 	}
@@ -173,6 +176,7 @@ func (t *tree) run() (res *Result, err error) {
 		return nil, &RefusedError{Pid: pid, Reasons: mergeShellJobs(refused)}
 	}
 	if t.opt.CheckOnly {
+		t.ev.emit(Collected)
 		t.logf("pre-flight: nothing refused")
 		return &Result{Frozen: time.Since(start)}, nil
 	}
@@ -189,6 +193,7 @@ func (t *tree) run() (res *Result, err error) {
 	if err := t.checkAbort(); err != nil {
 		return nil, err
 	}
+	t.ev.emit(Collected)
 	w, err := image.Create(t.opt.Dir, t.opt.Sync)
 	if err != nil {
 		return nil, err
@@ -199,7 +204,11 @@ func (t *tree) run() (res *Result, err error) {
 		}
 	}()
 	w.SetAbort(t.opt.Abort)
+	w.SetProgress(t.ev.wrote)
 	pstart := time.Now()
+	if t.ev.total, err = t.scanPages(); err != nil {
+		return nil, err
+	}
 	var pages uint64
 	for _, p := range t.procs {
 		n, err := p.dumpPages(w)
@@ -234,6 +243,8 @@ func (t *tree) run() (res *Result, err error) {
 	if err := w.WriteMeta(ck); err != nil {
 		return nil, err
 	}
+	t.ev.done = t.ev.total
+	t.ev.emit(Written)
 	cstart := time.Now()
 	if err := t.checkImage(w.TempDir(), ck); err != nil {
 		return nil, err
@@ -254,6 +265,7 @@ func (t *tree) run() (res *Result, err error) {
 		return nil, err
 	}
 	committed = true
+	t.ev.emit(Verified)
 	res = &Result{Dir: w.Dir, Pages: pages, Frozen: time.Since(start), PagesTime: ptime, CheckTime: ctime,
 		FreezeTime: freezeTime, CollectTime: collectTime}
 	t.writeStats(res)
@@ -610,17 +622,7 @@ func (d *dumper) dumpPages(w *image.Writer) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	runs, err := memdump.ScanVMAs(d.pid, d.proc.VMAs)
-	if err != nil {
-		return 0, fmt.Errorf("scan pages of pid %d: %w", d.pid, err)
-	}
-	var shared []memdump.Run
-	if d.parentInTree {
-		// Pages still shared copy-on-write with the parent are saved there.
-		if runs, shared, err = memdump.SplitShared(d.pid, d.stat.Ppid, runs, d.proc.VMAs); err != nil {
-			return 0, fmt.Errorf("compare pages of pid %d with its parent: %w", d.pid, err)
-		}
-	}
+	runs, shared := d.runs, d.shared // scanned by scanPages (events.go)
 	d.proc.PageMap, err = memdump.DumpPages(d.pid, runs, d.proc.VMAs, pw, memdump.DumpOptions{})
 	if err != nil {
 		return 0, err

@@ -1,6 +1,7 @@
 package dump_test
 
 import (
+	"context"
 	"fmt"
 	"github.com/cr-tools/cr/pkg/ptrace"
 	"os"
@@ -30,7 +31,7 @@ func TestDumpTreeKeepsCopyOnWrite(t *testing.T) {
 	require.Equal(t, before, testutil.PFNs(t, child, priv, pages), "shared before the dump")
 
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
 	require.NoError(t, err)
 	require.Equal(t, before, testutil.PFNs(t, p.Pid, priv, pages), "the parent's pages were unshared by the dump")
 	require.Equal(t, before, testutil.PFNs(t, child, priv, pages), "the child's pages were unshared by the dump")
@@ -65,7 +66,7 @@ func TestDumpStoppedChildStaysStopped(t *testing.T) {
 	}
 	require.Equal(t, "T", state())
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
 	require.NoError(t, err)
 	ck, err := image.Load(dir)
 	require.NoError(t, err)
@@ -91,7 +92,7 @@ func TestDumpTreeChildTraced(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, task.Cont(0))
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err = dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
 	require.Error(t, err)
 	require.Contains(t, err.Error(), fmt.Sprintf("child process %d", child))
 	require.Contains(t, err.Error(), "already traced")
@@ -127,7 +128,7 @@ func TestDumpTreeOtherPidNamespace(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	_, err = dump.Run(dump.Options{Pid: pid, Dir: filepath.Join(t.TempDir(), "img"), LeaveRunning: true})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: pid, Dir: filepath.Join(t.TempDir(), "img"), LeaveRunning: true})
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "another pid namespace")
 	require.True(t, p.Alive())

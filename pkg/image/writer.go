@@ -24,6 +24,9 @@ type Writer struct {
 	open  []*os.File
 	owner *os.File // the flock'd owner file inside tmp (see RemoveStale)
 	abort <-chan struct{}
+	// progress, if set, is told the bytes of every write to a process's
+	// pages file (SetProgress).
+	progress func(n int64)
 	// pages: the pages files written so far, by name, so that WriteMeta can
 	// check a page map against the bytes written for it.
 	pages map[string]*PagesWriter
@@ -70,6 +73,10 @@ func Create(dir string, sync bool) (*Writer, error) {
 // SetAbort makes every later PagesWriter.Write fail with ErrAborted once ch
 // is closed (a dump interrupted by a signal stops inside its page copy).
 func (w *Writer) SetAbort(ch <-chan struct{}) { w.abort = ch }
+
+// SetProgress makes every later write to a pages-PID.img file (Pages, not
+// PagesNamed) call fn with the number of bytes written.
+func (w *Writer) SetProgress(fn func(n int64)) { w.progress = fn }
 
 // RemoveStale removes the temporary image directories beside dir (in its
 // parent directory) whose writer is gone: a cr killed by SIGKILL leaves
@@ -265,13 +272,20 @@ func (w *Writer) WriteMeta(c *Checkpoint) error {
 
 // PagesWriter appends runs of pages to pages-PID.img.
 type PagesWriter struct {
-	f     *os.File
-	off   int64
-	abort <-chan struct{}
+	f        *os.File
+	off      int64
+	abort    <-chan struct{}
+	progress func(n int64)
 }
 
 // Pages creates pages-PID.img and writes its header page.
-func (w *Writer) Pages(pid int) (*PagesWriter, error) { return w.PagesNamed(PagesFile(pid)) }
+func (w *Writer) Pages(pid int) (*PagesWriter, error) {
+	pw, err := w.PagesNamed(PagesFile(pid))
+	if pw != nil {
+		pw.progress = w.progress
+	}
+	return pw, err
+}
 
 // PagesNamed creates a pages file of another name (shmem-pages.img).
 func (w *Writer) PagesNamed(name string) (*PagesWriter, error) {
@@ -310,6 +324,9 @@ func (p *PagesWriter) Write(data []byte) error {
 	}
 	n, err := p.f.WriteAt(data, p.off)
 	p.off += int64(n)
+	if p.progress != nil && n > 0 {
+		p.progress(int64(n))
+	}
 	if err != nil {
 		return fmt.Errorf("write pages: %w", err)
 	}

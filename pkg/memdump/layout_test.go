@@ -3,6 +3,7 @@ package memdump_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -117,7 +118,7 @@ func layoutRoundTrip(t *testing.T, maps []layoutMap, fill string) *image.Checkpo
 
 	dir := filepath.Join(t.TempDir(), "img")
 	t0 := time.Now()
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	tDump := time.Since(t0)
 	p.Kill()
@@ -126,7 +127,7 @@ func layoutRoundTrip(t *testing.T, maps []layoutMap, fill string) *image.Checkpo
 	require.NoError(t, image.VerifyPages(dir, ck.Processes[0]))
 
 	t0 = time.Now()
-	res, err := restore.Run(restore.Options{Dir: dir, Fill: fill})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir, Fill: fill})
 	require.NoError(t, err)
 	tRestore := time.Since(t0)
 	q := testutil.Adopt(t, res.Pid, p.Dir)

@@ -1,6 +1,7 @@
 package memdump_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -21,7 +22,7 @@ func refuseDump(t *testing.T, kind string, want func(p *testutil.Proc) []string)
 	p := testutil.Start(t, testutil.BuildC(t, "memrefuse"), kind)
 	p.Check(t)
 	parent := t.TempDir()
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: filepath.Join(parent, "img")})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: filepath.Join(parent, "img")})
 	require.Error(t, err, "dump of %s memory", kind)
 	t.Logf("refused: %v", err)
 	var ue *dump.UnsupportedError

@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -26,7 +27,7 @@ func BenchmarkRestore(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				p := testutil.Start(b, bin, strconv.Itoa(mib))
 				dir := filepath.Join(b.TempDir(), "img")
-				if _, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir}); err != nil {
+				if _, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir}); err != nil {
 					b.Fatal(err)
 				}
 				p.Kill()
@@ -34,7 +35,7 @@ func BenchmarkRestore(b *testing.B) {
 				var total time.Duration
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					res, err := restore.Run(restore.Options{Dir: dir, Fill: fill})
+					res, err := restore.Run(context.Background(), restore.Options{Dir: dir, Fill: fill})
 					if err != nil {
 						b.Fatal(err)
 					}

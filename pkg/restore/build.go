@@ -527,6 +527,8 @@ func (r *restorer) fillPages(keep map[int]bool) error {
 			}
 			if !(run.InParent && keep[j]) {
 				cp.PageMap = append(cp.PageMap, run)
+			} else if err := r.t.filled(run.Pages); err != nil { // in place already
+				return err
 			}
 		}
 		proc = &cp
@@ -583,12 +585,16 @@ func (r *restorer) fillPages(keep map[int]bool) error {
 		if uint64(got) != total {
 			return fmt.Errorf("read pages at offset %d: got %d of %d bytes (pages file cut short?)", off, got, total)
 		}
+		if err := r.t.filled(total / pageSize); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// maxBatch bounds one preadv (the kernel caps a read at about 2 GiB).
-const maxBatch = 1 << 30
+// maxBatch bounds one preadv (the kernel caps a read at about 2 GiB; 64
+// MiB keeps the progress events and cancellation points frequent).
+const maxBatch = 64 << 20
 
 // piece is a stretch of pages to fill: at addr, len bytes, from the pages
 // file of process src at offset off.
@@ -691,6 +697,9 @@ func (r *restorer) fillWritev(pieces []piece) error {
 				return fmt.Errorf("short write of pages at %#x", pc.addr+done)
 			}
 			done += n
+			if err := r.t.filled(n / pageSize); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

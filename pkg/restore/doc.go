@@ -16,6 +16,10 @@
 // Everything that can be checked is checked before anything is created
 // (format, kernel, CPU features, file identities, the PID). Any failure
 // kills the half-built process; PTRACE_O_EXITKILL does the same if cr dies.
+// Cancelling Run's context is such a failure, at the next phase boundary
+// or page batch. Options.Events reports each phase (validated, created,
+// memory done/total, running); Result.Processes lists every pid and tid
+// made. Part of cr's supported Go API: docs/API.md.
 //
 // Open files: the fd table is rebuilt here (task.go: PlanFds numbers the
 // fds, restoreFiles sends each description over the SCM_RIGHTS transport

@@ -2,6 +2,7 @@ package restore_test
 
 import (
 	"bufio"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,7 +99,7 @@ func TestExternalPipeInherited(t *testing.T) {
 	require.Len(t, seen, 3)
 
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err = dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
 	reapTree(t, dir)
@@ -109,7 +110,7 @@ func TestExternalPipeInherited(t *testing.T) {
 	require.Len(t, ids, 1)
 	require.True(t, strings.HasPrefix(ids[0], "pipe:["), ids[0])
 
-	_, err = restore.Run(restore.Options{Dir: dir})
+	_, err = restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "fd 3 is "+ids[0])
 	require.Contains(t, err.Error(), "--inherit-fd fd[N]:"+ids[0])
@@ -119,7 +120,7 @@ func TestExternalPipeInherited(t *testing.T) {
 	r2, w2, err := os.Pipe()
 	require.NoError(t, err)
 	defer r2.Close()
-	res, err := restore.Run(restore.Options{Dir: dir, InheritFds: map[string]int{ids[0]: int(w2.Fd())}})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir, InheritFds: map[string]int{ids[0]: int(w2.Fd())}})
 	w2.Close()
 	require.NoError(t, err)
 	q := testutil.Adopt(t, res.Pid, p.Dir)
@@ -141,7 +142,7 @@ func TestExternalPipeReadEnd(t *testing.T) {
 	require.NoError(t, err)
 
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err = dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
 	ids := externals(t, dir)
@@ -149,7 +150,7 @@ func TestExternalPipeReadEnd(t *testing.T) {
 
 	r2, w2, err := os.Pipe()
 	require.NoError(t, err)
-	res, err := restore.Run(restore.Options{Dir: dir, InheritFds: map[string]int{ids[0]: int(r2.Fd())}})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir, InheritFds: map[string]int{ids[0]: int(r2.Fd())}})
 	r2.Close()
 	require.NoError(t, err)
 	q := testutil.Adopt(t, res.Pid, p.Dir)
@@ -198,7 +199,7 @@ func TestExternalSocketpair(t *testing.T) {
 	require.Equal(t, "got a\n", line)
 
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err = dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
 	ids := externals(t, dir)
@@ -209,7 +210,7 @@ func TestExternalSocketpair(t *testing.T) {
 	require.NoError(t, err)
 	mine2, theirs2 := os.NewFile(uintptr(sp2[0]), "mine2"), os.NewFile(uintptr(sp2[1]), "theirs2")
 	defer mine2.Close()
-	res, err := restore.Run(restore.Options{Dir: dir, InheritFds: map[string]int{ids[0]: int(theirs2.Fd())}})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir, InheritFds: map[string]int{ids[0]: int(theirs2.Fd())}})
 	theirs2.Close()
 	require.NoError(t, err)
 	q := testutil.Adopt(t, res.Pid, p.Dir)

@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,13 +26,13 @@ func fdCase(t *testing.T, mode string) *testutil.Proc {
 func dumpAndRestore(t *testing.T, p *testutil.Proc) (*testutil.Proc, *image.Checkpoint) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
 	reapTree(t, dir)
 	ck, err := image.Load(dir)
 	require.NoError(t, err)
-	res, err := restore.Run(restore.Options{Dir: dir})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.NoError(t, err)
 	require.Equal(t, p.Pid, res.Pid)
 	q := testutil.Adopt(t, res.Pid, p.Dir)
@@ -44,7 +45,7 @@ func dumpAndRestore(t *testing.T, p *testutil.Proc) (*testutil.Proc, *image.Chec
 func refused(t *testing.T, p *testutil.Proc, want ...string) {
 	t.Helper()
 	parent := t.TempDir()
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: filepath.Join(parent, "img")})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: filepath.Join(parent, "img")})
 	require.Error(t, err, "dump of pid %d", p.Pid)
 	t.Logf("refused: %v", err)
 	for _, w := range want {

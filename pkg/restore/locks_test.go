@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -108,7 +109,7 @@ func TestRoundTripFileLocks(t *testing.T) {
 	require.Len(t, before[1], 5, "%q", before[1])
 
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	var re *dump.RefusedError
 	require.True(t, errors.As(err, &re), "%v", err)
 	require.ErrorContains(t, err, "posix.dat, holding a POSIX (fcntl) write lock on bytes 10-29")
@@ -116,7 +117,7 @@ func TestRoundTripFileLocks(t *testing.T) {
 	require.ErrorContains(t, err, "flock.dat, holding a flock write lock on the whole file")
 	p.Check(t) // refused: it runs on
 
-	_, err = dump.Run(dump.Options{Pid: p.Pid, Dir: dir, FileLocks: true})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, FileLocks: true})
 	require.NoError(t, err)
 	p.Kill()
 	reapTree(t, dir)
@@ -124,7 +125,7 @@ func TestRoundTripFileLocks(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ck.Inventory.Options.FileLocks)
 
-	_, err = restore.Run(restore.Options{Dir: dir})
+	_, err = restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.ErrorContains(t, err, "restore it with --file-locks")
 	require.ErrorIs(t, unix.Kill(p.Pid, 0), unix.ESRCH, "no process was created")
 
@@ -132,7 +133,7 @@ func TestRoundTripFileLocks(t *testing.T) {
 	fd, err := unix.Open(filepath.Join(p.Dir, "posix.dat"), unix.O_RDWR|unix.O_CLOEXEC, 0)
 	require.NoError(t, err)
 	require.NoError(t, unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &unix.Flock_t{Type: unix.F_WRLCK, Start: 25, Len: 1}))
-	_, err = restore.Run(restore.Options{Dir: dir, FileLocks: true})
+	_, err = restore.Run(context.Background(), restore.Options{Dir: dir, FileLocks: true})
 	require.ErrorContains(t, err, fmt.Sprintf("restore pid %d: fd 3 (%s): take the POSIX (fcntl) write lock on bytes 10-29 again: another process holds a conflicting lock on it now", p.Pid, filepath.Join(p.Dir, "posix.dat")))
 	require.ErrorIs(t, unix.Kill(p.Pid, 0), unix.ESRCH, "no process was left")
 	// The killed child was reparented to the test process (a subreaper):
@@ -141,7 +142,7 @@ func TestRoundTripFileLocks(t *testing.T) {
 	require.ErrorIs(t, unix.Kill(c, 0), unix.ESRCH, "no process was left")
 	require.NoError(t, unix.Close(fd))
 
-	res, err := restore.Run(restore.Options{Dir: dir, FileLocks: true})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir, FileLocks: true})
 	require.NoError(t, err)
 	q := testutil.Adopt(t, res.Pid, p.Dir)
 	q.Info = p.Info
@@ -158,7 +159,7 @@ func TestRoundTripFileLocks(t *testing.T) {
 func TestDumpLeaseRefused(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.Start(t, testutil.BuildC(t, "locks"), "lease")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: filepath.Join(t.TempDir(), "img"), FileLocks: true})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: filepath.Join(t.TempDir(), "img"), FileLocks: true})
 	var re *dump.RefusedError
 	require.True(t, errors.As(err, &re), "%v", err)
 	for _, r := range re.Reasons { // the parent's fd and the child's (the lease is the description's)

@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -56,7 +57,7 @@ func TestRestoreRejectsInconsistentImages(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.Start(t, testutil.BuildC(t, "pipe"))
 	src := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: src})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: src})
 	require.NoError(t, err)
 	p.Kill()
 	pid := p.Pid
@@ -111,7 +112,7 @@ func TestRestoreRejectsInconsistentImages(t *testing.T) {
 			dir := rewrite(t, src, mutate)
 			done := make(chan error, 1)
 			go func() {
-				_, err := restore.Run(restore.Options{Dir: dir})
+				_, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 				done <- err
 			}()
 			select {
@@ -125,7 +126,7 @@ func TestRestoreRejectsInconsistentImages(t *testing.T) {
 		})
 	}
 	// The unchanged image still restores.
-	res, err := restore.Run(restore.Options{Dir: rewrite(t, src, func(*image.Checkpoint) {})})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: rewrite(t, src, func(*image.Checkpoint) {})})
 	require.NoError(t, err)
 	testutil.Adopt(t, res.Pid, p.Dir).Check(t)
 }
@@ -137,7 +138,7 @@ func TestRestoreTreeFailsCleanly(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.Start(t, testutil.BuildC(t, "family"))
 	src := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: src})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: src})
 	require.NoError(t, err)
 	p.Kill()
 	reapTree(t, src)
@@ -151,7 +152,7 @@ func TestRestoreTreeFailsCleanly(t *testing.T) {
 	})
 	ck, err := image.Load(dir)
 	require.NoError(t, err)
-	_, err = restore.Run(restore.Options{Dir: dir})
+	_, err = restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "saved bytes")
 	for _, pid := range ck.Inventory.Pids {

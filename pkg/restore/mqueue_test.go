@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -78,7 +79,7 @@ func TestRoundTripMqueue(t *testing.T) {
 			require.Equal(t, []any{int64(5), int64(100), uint32(0o640)}, []any{a0.MaxMsg, a0.MsgSize, mode0})
 			b0, modeb, _ := mqLook(t, names[1])
 			dir := filepath.Join(t.TempDir(), "img")
-			_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+			_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 			require.NoError(t, err)
 			p.Kill()
 			if how == "made" {
@@ -94,14 +95,14 @@ func TestRoundTripMqueue(t *testing.T) {
 				msg := []byte("x")
 				_, _, e = unix.Syscall6(unix.SYS_MQ_TIMEDSEND, fd, uintptr(unsafe.Pointer(&msg[0])), 1, 0, 0, 0)
 				require.Zero(t, e)
-				_, err = restore.Run(restore.Options{Dir: dir})
+				_, err = restore.Run(context.Background(), restore.Options{Dir: dir})
 				require.ErrorContains(t, err, fmt.Sprintf("the POSIX message queue %s exists with 1 message(s) in it", names[0]))
 				require.ErrorIs(t, unix.Kill(p.Pid, 0), unix.ESRCH, "no process was created")
 				buf := make([]byte, 100)
 				_, _, e = unix.Syscall6(unix.SYS_MQ_TIMEDRECEIVE, fd, uintptr(unsafe.Pointer(&buf[0])), 100, 0, 0, 0)
 				require.Zero(t, e)
 			}
-			res, err := restore.Run(restore.Options{Dir: dir})
+			res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 			require.NoError(t, err)
 			q := testutil.Adopt(t, res.Pid, p.Dir)
 			q.Info = p.Info
@@ -129,7 +130,7 @@ func TestDumpMqueueRefused(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			p, names := startMqueue(t, mode)
 			dir := filepath.Join(t.TempDir(), "img")
-			_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+			_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 			var re *dump.RefusedError
 			require.True(t, errors.As(err, &re), "%v", err)
 			if mode == "full" {

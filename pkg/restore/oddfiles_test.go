@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -202,7 +203,7 @@ func TestOddRefusals(t *testing.T) {
 	refused(t, p, want...)
 	// A larger limit takes the big file.
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, GhostLimit: 4 << 20})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, GhostLimit: 4 << 20})
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "ghost file limit")
 }
@@ -250,12 +251,12 @@ func TestTailFollow(t *testing.T) {
 	waitFor("one\ntwo\n")
 
 	img := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: img})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: img})
 	require.NoError(t, err)
 	p.Kill()
 	appendLine("three\n") // while checkpointed
 	reapTree(t, img)
-	res, err := restore.Run(restore.Options{Dir: img})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: img})
 	require.NoError(t, err)
 	q := testutil.Adopt(t, res.Pid, dir)
 	defer killGroup(q)

@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -57,12 +58,12 @@ func TestRoundTripOtherUid(t *testing.T) {
 	o1 := look(t, p.Pid)
 
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
 	reapTree(t, dir)
 
-	res, err := restore.Run(restore.Options{Dir: dir})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.NoError(t, err)
 	require.Equal(t, p.Pid, res.Pid)
 	q := testutil.Adopt(t, res.Pid, p.Dir)
@@ -133,10 +134,10 @@ count("f", 0.02)
 	require.Contains(t, before["limits"], "Max open files            256                  512")
 
 	img := filepath.Join(t.TempDir(), "img")
-	_, err = dump.Run(dump.Options{Pid: pid, Dir: img})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: pid, Dir: img})
 	require.NoError(t, err)
 	p.Kill()
-	res, err := restore.Run(restore.Options{Dir: img})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: img})
 	require.NoError(t, err)
 	require.Equal(t, pid, res.Pid)
 	q := testutil.Adopt(t, pid, home)

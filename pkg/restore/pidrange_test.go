@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,7 +26,7 @@ func TestRestoreRefusesPidOutOfRange(t *testing.T) {
 	require.NoError(t, err)
 	p := testutil.Start(t, testutil.BuildC(t, "counter"))
 	src := filepath.Join(t.TempDir(), "img")
-	_, err = dump.Run(dump.Options{Pid: p.Pid, Dir: src})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: src})
 	require.NoError(t, err)
 	p.Kill()
 	setPid := func(pid int) func(c *image.Checkpoint) {
@@ -39,7 +40,7 @@ func TestRestoreRefusesPidOutOfRange(t *testing.T) {
 	for _, pid := range []int{0, -7, pidMax, pidMax + 1000} {
 		t.Run(strconv.Itoa(pid), func(t *testing.T) {
 			dir := rewrite(t, src, setPid(pid))
-			_, err := restore.Run(restore.Options{Dir: dir})
+			_, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 			require.Error(t, err)
 			require.Contains(t, err.Error(), "pid "+strconv.Itoa(pid)+" is outside")
 			require.Contains(t, err.Error(), "pid_max is "+strconv.Itoa(pidMax))
@@ -51,7 +52,7 @@ func TestRestoreRefusesPidOutOfRange(t *testing.T) {
 			th.Tid = pidMax + 1
 			c.Processes[0].Threads = append(c.Processes[0].Threads, th)
 		})
-		_, err := restore.Run(restore.Options{Dir: dir})
+		_, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 		require.Error(t, err)
 		require.Contains(t, err.Error(), "thread "+strconv.Itoa(pidMax+1)+" of the image's pid "+strconv.Itoa(p.Pid)+" is outside")
 		require.NoDirExists(t, "/proc/"+strconv.Itoa(p.Pid), "nothing was created")

@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -116,7 +117,7 @@ func TestPtyNumberTaken(t *testing.T) {
 	p := testutil.Start(t, testutil.BuildC(t, "ptypair"), "lone")
 	pts := p.IntInfo(t, "pts")
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
 	reapTree(t, dir)
@@ -138,12 +139,12 @@ func TestPtyNumberTaken(t *testing.T) {
 			break
 		}
 	}
-	_, err = restore.Run(restore.Options{Dir: dir})
+	_, err = restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.ErrorContains(t, err, fmt.Sprintf("the pty /dev/pts/%d is in use on this machine", pts))
 	require.NoDirExists(t, fmt.Sprintf("/proc/%d", p.Pid), "a failed restore leaves nothing running")
 	unix.Close(held[len(held)-1])
 	held = held[:len(held)-1]
-	res, err := restore.Run(restore.Options{Dir: dir})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.NoError(t, err)
 	q := testutil.Adopt(t, res.Pid, p.Dir)
 	q.Check(t)

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -61,6 +62,11 @@ type Options struct {
 	// FileLocks takes again the file locks the image holds (--file-locks,
 	// as at the dump); an image with locks is refused without it.
 	FileLocks bool
+	// Events, if set, is called at every step of the restore (Event,
+	// Phase), one call at a time and in order, from Run's goroutine: it
+	// must return quickly and not call back into the restore. cmd/cr
+	// draws its progress line and --display-stats from it.
+	Events func(Event)
 }
 
 // Result describes a restored process. The process is cr's child: the
@@ -74,6 +80,9 @@ type Result struct {
 	// the foreground of its terminal gives it the terminal (TIOCSPGRP), as
 	// cr restore does.
 	Foreground int
+	// Processes lists every process restored with its threads, in image
+	// order (the root first, parents before children).
+	Processes []RestoredProcess
 	// Figures for --display-stats and stats-restore.json
 	// (image.RestoreStats).
 	LoadTime      time.Duration // reading and checking the image
@@ -85,7 +94,15 @@ type Result struct {
 
 // Run restores the image in opt.Dir. On success the processes run,
 // detached from the tracer; the root process is a child of the caller.
-func Run(opt Options) (*Result, error) {
+//
+// Cancelling ctx aborts the restore at its next phase boundary or during
+// the page filling: whatever was created is killed and reaped (its pids
+// are free again), and the error wraps ctx.Err(). Once the processes are
+// let go (the Running event) the restore completes.
+func Run(ctx context.Context, opt Options) (*Result, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	if opt.Timeout == 0 {
 		opt.Timeout = 10 * time.Second
 	}
@@ -98,6 +115,10 @@ func Run(opt Options) (*Result, error) {
 	}
 	opt.Dir = dir
 	start := time.Now()
+	ev := &events{fn: opt.Events, start: start}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("restore cancelled: %w", err)
+	}
 	if err := notify(opt, ActionPreRestore, dir); err != nil {
 		return nil, err
 	}
@@ -105,7 +126,7 @@ func Run(opt Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &treeRestore{opt: opt, ck: ck, byPid: map[int]*restorer{}, shmem: map[uint64]int{}}
+	t := &treeRestore{opt: opt, ck: ck, byPid: map[int]*restorer{}, shmem: map[uint64]int{}, ctx: ctx, ev: ev}
 	t.open = files.NewOpener(t, ck)
 	t.open.TCPClose = opt.TCPClose
 	defer t.closeFiles()
@@ -135,11 +156,14 @@ func Run(opt Options) (*Result, error) {
 	}()
 	t.logf("image loaded and checked in %v", time.Since(start))
 	loadTime := time.Since(start)
+	t.countPages()
+	ev.emit(Validated)
 	pid, err := t.run(verified)
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Pid: pid, Duration: time.Since(start), LoadTime: loadTime, BuildTime: t.buildTime, VerifyWait: t.verifyWait, Foreground: t.foreground()}
+	res := &Result{Pid: pid, Duration: time.Since(start), LoadTime: loadTime, BuildTime: t.buildTime, VerifyWait: t.verifyWait, Foreground: t.foreground(),
+		Processes: t.restored()}
 	t.writeStats(res)
 	return res, nil
 }
@@ -166,6 +190,9 @@ type treeRestore struct {
 	ipc        *ipc.Created // the SysV IPC objects made
 
 	buildTime, verifyWait time.Duration // for Result
+
+	ctx context.Context // Run's: cancellation (cancelled, filled)
+	ev  *events         // Options.Events (events.go)
 }
 
 // made reports whether cr has (made or copied) file id.
@@ -259,6 +286,9 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 		t.crEnd = crEnd
 		defer unix.Close(crEnd)
 	}
+	if err := t.cancelled(); err != nil {
+		return 0, err
+	}
 	root := t.newRestorer(t.ck.Processes[0])
 	defer func() {
 		if err != nil {
@@ -280,10 +310,14 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 	if err := root.prepare(); err != nil {
 		return 0, fmt.Errorf("restore pid %d: %w", root.proc.Task.Pid, err)
 	}
+	t.ev.emit(Created)
 	// Build the memory of every process, forking each child from its parent
 	// once the parent's memory is in place, so that the pages they shared
 	// at the dump are shared (copy-on-write) again.
 	if err := t.growTree(root); err != nil {
+		return 0, err
+	}
+	if err := t.cancelled(); err != nil {
 		return 0, err
 	}
 	if err := t.setGroups(); err != nil {
@@ -295,6 +329,9 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 	for _, r := range t.procs {
 		if r.proc.Task.Zombie {
 			continue
+		}
+		if err := t.cancelled(); err != nil {
+			return 0, err
 		}
 		if err := r.build(); err != nil {
 			return 0, fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)
@@ -339,6 +376,9 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 	}
 	t.verifyWait = time.Since(t0)
 	t.logf("waited %v for the page checksums", time.Since(t0))
+	if err := t.cancelled(); err != nil {
+		return 0, err
+	}
 	if err := t.notify(ActionPostRestore); err != nil {
 		return 0, err
 	}
@@ -353,7 +393,11 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 			return 0, err
 		}
 	}
-	// Every thread of every process is ready: let them all go.
+	// Every thread of every process is ready: let them all go. From here
+	// on the restore completes (a cancellation is not looked at).
+	if err := t.cancelled(); err != nil {
+		return 0, err
+	}
 	for _, r := range t.procs {
 		if r.proc.Task.Zombie {
 			continue
@@ -368,11 +412,15 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 			}
 		}
 	}
+	t.ev.emit(Running)
 	return root.task.Pid, nil
 }
 
 // growTree builds r's memory, then forks r's children (depth first).
 func (t *treeRestore) growTree(r *restorer) error {
+	if err := t.cancelled(); err != nil {
+		return err
+	}
 	if !r.proc.Task.Zombie {
 		if err := r.buildMemory(); err != nil {
 			return fmt.Errorf("restore pid %d: %w", r.proc.Task.Pid, err)

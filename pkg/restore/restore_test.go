@@ -2,6 +2,7 @@ package restore_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -153,12 +154,12 @@ func roundTrip(t *testing.T, bin string, args ...string) (*testutil.Proc, string
 	before := p.Check(t)
 	o1 := look(t, p.Pid)
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill() // dumped and killed: make sure it is reaped
 	reapTree(t, dir)
 
-	res, err := restore.Run(restore.Options{Dir: dir})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.NoError(t, err)
 	require.Equal(t, p.Pid, res.Pid, "restored with the original pid")
 	q := testutil.Adopt(t, res.Pid, p.Dir)
@@ -246,12 +247,12 @@ func TestSeed(t *testing.T) {
 	p := testutil.Start(t, bin)
 	file := filepath.Join(p.Dir, "hello.txt")
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
 	require.NoError(t, os.WriteFile(file, []byte("hello, world!\nxxxx\n"), 0o644))
 
-	res, err := restore.Run(restore.Options{Dir: dir})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.NoError(t, err)
 	q := testutil.Adopt(t, res.Pid, p.Dir)
 	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", q.Pid))
@@ -275,7 +276,7 @@ func TestSeed(t *testing.T) {
 func TestRestoreTwice(t *testing.T) {
 	q, dir := roundTrip(t, testutil.BuildC(t, "counter"))
 	require.Equal(t, 0, q.Stop(t))
-	res, err := restore.Run(restore.Options{Dir: dir})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.NoError(t, err)
 	q2 := testutil.Adopt(t, res.Pid, q.Dir)
 	q2.Check(t)
@@ -286,9 +287,9 @@ func TestRestorePidInUse(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.Start(t, testutil.BuildC(t, "counter"))
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
 	require.NoError(t, err)
-	_, err = restore.Run(restore.Options{Dir: dir})
+	_, err = restore.Run(context.Background(), restore.Options{Dir: dir})
 	var e *restore.PidInUseError
 	require.ErrorAs(t, err, &e)
 	require.Contains(t, err.Error(), fmt.Sprintf("pid %d is in use", p.Pid))
@@ -299,7 +300,7 @@ func TestRestoreCorrupted(t *testing.T) {
 	testutil.RequireRoot(t)
 	p := testutil.Start(t, testutil.BuildC(t, "anon"))
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
 	for _, name := range []string{image.CoreFile(p.Pid), image.PagesFile(p.Pid)} {
@@ -309,14 +310,14 @@ func TestRestoreCorrupted(t *testing.T) {
 		bad := append([]byte(nil), orig...)
 		bad[len(bad)-100] ^= 0x55
 		require.NoError(t, os.WriteFile(path, bad, 0o600))
-		_, err = restore.Run(restore.Options{Dir: dir})
+		_, err = restore.Run(context.Background(), restore.Options{Dir: dir})
 		var fe *image.FormatError
 		require.ErrorAs(t, err, &fe, name)
 		require.NoDirExists(t, fmt.Sprintf("/proc/%d", p.Pid), "nothing is left running")
 		require.NoError(t, os.WriteFile(path, orig, 0o600))
 	}
 	// The repaired image restores.
-	res, err := restore.Run(restore.Options{Dir: dir})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.NoError(t, err)
 	testutil.Adopt(t, res.Pid, p.Dir).Check(t)
 }
@@ -330,14 +331,14 @@ func TestRestoreChangedBinary(t *testing.T) {
 	require.NoError(t, os.WriteFile(bin, data, 0o755))
 	p := testutil.Start(t, bin)
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err = dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
 	f, err := os.OpenFile(bin, os.O_WRONLY|os.O_APPEND, 0)
 	require.NoError(t, err)
 	f.Write([]byte{0})
 	f.Close()
-	_, err = restore.Run(restore.Options{Dir: dir})
+	_, err = restore.Run(context.Background(), restore.Options{Dir: dir})
 	var ce *restore.ChangedFileError
 	require.ErrorAs(t, err, &ce)
 	require.Contains(t, err.Error(), bin)
@@ -398,10 +399,10 @@ func TestRoundTripSleep(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	o1 := look(t, pid)
 	img := filepath.Join(t.TempDir(), "img")
-	_, err = dump.Run(dump.Options{Pid: pid, Dir: img})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: pid, Dir: img})
 	require.NoError(t, err)
 	p.Kill()
-	res, err := restore.Run(restore.Options{Dir: img})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: img})
 	require.NoError(t, err)
 	q := testutil.Adopt(t, res.Pid, dir)
 	o2 := look(t, res.Pid)
@@ -497,11 +498,11 @@ func waitNumbers(t *testing.T, path string, atLeast int) int {
 // returns the restored root.
 func dumpRestoreShell(t *testing.T, p *testutil.Proc) *testutil.Proc {
 	img := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: img})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: img})
 	require.NoError(t, err)
 	p.Kill()
 	reapTree(t, img)
-	res, err := restore.Run(restore.Options{Dir: img})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: img})
 	require.NoError(t, err)
 	require.Equal(t, p.Pid, res.Pid)
 	return testutil.Adopt(t, res.Pid, p.Dir)

@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -48,7 +49,7 @@ func benchRoundTrip(b *testing.B, bin string, args ...string) {
 	for i := 0; i < b.N; i++ {
 		dir := filepath.Join(base, strconv.Itoa(i))
 		t0 := time.Now()
-		dres, err := dump.Run(dump.Options{Pid: pid, Dir: dir})
+		dres, err := dump.Run(context.Background(), dump.Options{Pid: pid, Dir: dir})
 		dumpTime += time.Since(t0)
 		if err != nil {
 			b.Fatalf("iteration %d: dump pid %d: %v", i, pid, err)
@@ -61,7 +62,7 @@ func benchRoundTrip(b *testing.B, bin string, args ...string) {
 			state, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 			b.Fatalf("iteration %d: pid %d still there after the dump (%v): %s", i, pid, err, state)
 		}
-		res, err := restore.Run(restore.Options{Dir: dir})
+		res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 		if err != nil {
 			b.Fatalf("iteration %d: restore %s: %v", i, dir, err)
 		}
@@ -110,14 +111,14 @@ func BenchmarkRoundTripTree(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				dir := filepath.Join(base, strconv.Itoa(i))
 				t0 := time.Now()
-				if _, err := dump.Run(dump.Options{Pid: pid, Dir: dir}); err != nil {
+				if _, err := dump.Run(context.Background(), dump.Options{Pid: pid, Dir: dir}); err != nil {
 					b.Fatal(err)
 				}
 				dumpTime += time.Since(t0)
 				b.StopTimer()
 				reapTree(b, dir) // the killed children were reparented to us
 				b.StartTimer()
-				res, err := restore.Run(restore.Options{Dir: dir})
+				res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 				if err != nil {
 					b.Fatal(err)
 				}

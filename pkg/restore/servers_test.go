@@ -2,6 +2,7 @@ package restore_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -101,7 +102,7 @@ func serverRoundTrip(t *testing.T, q *testutil.Proc) *testutil.Proc {
 	require.True(t, hasLock(t, lock))
 	q.Kill()
 	reapTree(t, dir)
-	res, err := restore.Run(restore.Options{Dir: dir})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.NoError(t, err)
 	require.Equal(t, q.Pid, res.Pid)
 	requireNoLock(t, lock)

@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -37,11 +38,11 @@ func TestRestoreSleeps(t *testing.T) {
 	time.Sleep(800 * time.Millisecond)
 	dir := filepath.Join(t.TempDir(), "img")
 	dumpAt := monoNow(t)
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
 	reapTree(t, dir)
-	res, err := restore.Run(restore.Options{Dir: dir})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.NoError(t, err)
 	restoredAt := monoNow(t)
 	q := testutil.Adopt(t, res.Pid, p.Dir)

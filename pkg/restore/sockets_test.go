@@ -2,6 +2,7 @@ package restore_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"os"
@@ -86,16 +87,16 @@ func TestUnixSocketFileInTheWay(t *testing.T) {
 	sock := filepath.Join(p.Dir, "admin.sock")
 	require.NoError(t, os.Chmod(sock, 0o640))
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
 	require.NoError(t, os.Remove(sock))
 	require.NoError(t, os.WriteFile(sock, []byte("x"), 0o600))
-	_, err = restore.Run(restore.Options{Dir: dir})
+	_, err = restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.Error(t, err)
 	require.Contains(t, err.Error(), sock+" is in the way of the unix socket")
 	require.NoError(t, os.Remove(sock))
-	res, err := restore.Run(restore.Options{Dir: dir})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.NoError(t, err)
 	q := testutil.Adopt(t, res.Pid, p.Dir)
 	var st unix.Stat_t
@@ -122,11 +123,11 @@ func TestRoundTripUnixDatagrams(t *testing.T) {
 func TestRoundTripRenamedUnixSocket(t *testing.T) {
 	p := startSockets(t, "renamed")
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
 	var log bytes.Buffer
-	res, err := restore.Run(restore.Options{Dir: dir, Log: &log})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir, Log: &log})
 	require.NoError(t, err)
 	q := testutil.Adopt(t, res.Pid, p.Dir)
 	require.Contains(t, log.String(), "is bound at "+filepath.Join(p.Dir, "admin.sock")+", the name its file has now")
@@ -167,10 +168,10 @@ func TestExtUnixDatagram(t *testing.T) {
 	refused(t, p, "fd 3 is a unix datagram socket connected to "+path+" outside the dumped processes (dump with --ext-unix-sk")
 
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err = dump.Run(dump.Options{Pid: p.Pid, Dir: dir, ExtUnixSk: true})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, ExtUnixSk: true})
 	require.NoError(t, err)
 	p.Kill()
-	res, err := restore.Run(restore.Options{Dir: dir})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.NoError(t, err)
 	q := testutil.Adopt(t, res.Pid, p.Dir)
 	q.Check(t)
@@ -198,12 +199,12 @@ func TestExtUnixStreamRefused(t *testing.T) {
 	require.NoError(t, err)
 	defer unix.Close(a)
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err = dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true})
 	require.NoError(t, err)
 	_, err = restore.Check(dir)
 	require.NoError(t, err)
 	p.Kill()
-	_, err = restore.Run(restore.Options{Dir: dir})
+	_, err = restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "connected to "+path+" (outside the tree)")
 	require.Contains(t, err.Error(), "--inherit-fd")
@@ -266,10 +267,10 @@ func TestRoundTripHAProxy(t *testing.T) {
 	require.Contains(t, before, "Pid: "+strconv.Itoa(pid))
 	dir := filepath.Join(t.TempDir(), "img")
 	var log bytes.Buffer
-	_, err = dump.Run(dump.Options{Pid: pid, Dir: dir})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
-	res, err := restore.Run(restore.Options{Dir: dir, Log: &log})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir, Log: &log})
 	require.NoError(t, err, log.String())
 	q := testutil.Adopt(t, res.Pid, work)
 	defer q.Kill()

@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -43,10 +44,10 @@ func TestRoundTripSqliteWAL(t *testing.T) {
 	require.Equal(t, []any{int16(unix.F_RDLCK), int32(p.Pid)}, []any{fl.Type, fl.Pid}, "the writer's lock on the -shm byte 128")
 
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, FileLocks: true})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, FileLocks: true})
 	require.NoError(t, err)
 	p.Kill()
-	res, err := restore.Run(restore.Options{Dir: dir, FileLocks: true})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir, FileLocks: true})
 	require.NoError(t, err)
 	q := testutil.Adopt(t, res.Pid, p.Dir)
 	q.Info = p.Info

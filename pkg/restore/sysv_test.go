@@ -2,6 +2,7 @@ package restore_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -105,7 +106,7 @@ func TestRoundTripSysV(t *testing.T) {
 			c := p.IntInfo(t, "c")
 			dir := filepath.Join(t.TempDir(), "img")
 			var log bytes.Buffer
-			_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, Log: &log})
+			_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, Log: &log})
 			require.NoError(t, err)
 			p.Kill()
 			reapTree(t, dir)
@@ -130,7 +131,7 @@ func TestRoundTripSysV(t *testing.T) {
 			require.Len(t, left, 3)
 			require.Zero(t, left["shm:a"].Nattch)
 
-			res, err := restore.Run(restore.Options{Dir: dir})
+			res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 			require.NoError(t, err)
 			q := testutil.Adopt(t, res.Pid, p.Dir)
 			q.Info = p.Info
@@ -159,7 +160,7 @@ func TestRestoreSysVInTheWay(t *testing.T) {
 	p := startSysV(t, "check")
 	p.Check(t)
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir})
 	require.NoError(t, err)
 	p.Kill()
 	reapTree(t, dir)
@@ -177,7 +178,7 @@ func TestRestoreSysVInTheWay(t *testing.T) {
 
 	mem, err := unix.SysvShmAttach(shma, 0, unix.SHM_RDONLY)
 	require.NoError(t, err)
-	_, err = restore.Run(restore.Options{Dir: dir})
+	_, err = restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.ErrorContains(t, err, fmt.Sprintf("SysV shared memory segment (key %#08x, shmid %d) of the image cannot be recreated", keya, shma))
 	require.ErrorContains(t, err, "1 process(es) attach it")
 	require.NoError(t, unix.SysvShmDetach(mem))
@@ -187,13 +188,13 @@ func TestRestoreSysVInTheWay(t *testing.T) {
 	require.NoError(t, ipc.Remove(ipc.Msg, msq))
 	other := msgget(t, keyq)
 	require.NotEqual(t, msq, other)
-	_, err = restore.Run(restore.Options{Dir: dir})
+	_, err = restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.ErrorContains(t, err, fmt.Sprintf("SysV message queue (key %#08x, msqid %d) of the image cannot be recreated: another object, id %d, holds key", uint32(keyq), msq, other))
 	require.Equal(t, []uint16{5, 0, 42}, semValues(), "nothing was replaced")
 	require.ErrorIs(t, unix.Kill(p.Pid, 0), unix.ESRCH, "no process was created")
 
 	require.NoError(t, ipc.Remove(ipc.Msg, other))
-	res, err := restore.Run(restore.Options{Dir: dir})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.NoError(t, err)
 	q := testutil.Adopt(t, res.Pid, p.Dir)
 	q.Info = p.Info
@@ -212,7 +213,7 @@ func TestDumpSysVNamed(t *testing.T) {
 	_, err = dump.ParseIPCIDs("queue:3")
 	require.ErrorContains(t, err, "want shm:ID, sem:ID or msg:ID")
 	dir := filepath.Join(t.TempDir(), "img")
-	_, err = dump.Run(dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true, IPCIDs: ids})
+	_, err = dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, LeaveRunning: true, IPCIDs: ids})
 	require.NoError(t, err)
 	ck, err := image.Load(dir)
 	require.NoError(t, err)

@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -55,12 +56,12 @@ func BenchmarkTCPConnections(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				dir := filepath.Join(base, strconv.Itoa(i))
 				t0 := time.Now()
-				if _, err := dump.Run(dump.Options{Pid: p.Pid, Dir: dir, TCPEstablished: true}); err != nil {
+				if _, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, TCPEstablished: true}); err != nil {
 					b.Fatalf("dump: %v", err)
 				}
 				dumpTime += time.Since(t0)
 				t0 = time.Now()
-				res, err := restore.Run(restore.Options{Dir: dir})
+				res, err := restore.Run(context.Background(), restore.Options{Dir: dir})
 				if err != nil {
 					b.Fatalf("restore: %v", err)
 				}

@@ -2,6 +2,7 @@ package restore_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -33,7 +34,7 @@ func tcpDump(t *testing.T, o dump.Options) (string, error) {
 	t.Helper()
 	var log bytes.Buffer
 	o.Log = &log
-	_, err := dump.Run(o)
+	_, err := dump.Run(context.Background(), o)
 	name := ""
 	if m := lockRE.FindStringSubmatch(log.String()); m != nil {
 		name = m[1]
@@ -86,7 +87,7 @@ func dumpKill(t *testing.T, p *testutil.Proc, o dump.Options) (string, string) {
 func restoreTCP(t *testing.T, p *testutil.Proc, dir, lock string, o restore.Options) *testutil.Proc {
 	t.Helper()
 	o.Dir = dir
-	res, err := restore.Run(o)
+	res, err := restore.Run(context.Background(), o)
 	require.NoError(t, err)
 	require.Equal(t, p.Pid, res.Pid)
 	requireNoLock(t, lock)
@@ -173,7 +174,7 @@ func TestTCPEstablishedPeerOutside(t *testing.T) {
 	c := dial(t, "tcp", "127.0.0.1:"+p.Info["port"])
 	echo(t, c, "hello")
 
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: filepath.Join(t.TempDir(), "img")})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: filepath.Join(t.TempDir(), "img")})
 	want := fmt.Sprintf("(TCP connection 127.0.0.1:%s -> %s) is established: cr dump --tcp-established", p.Info["port"], c.LocalAddr())
 	require.ErrorContains(t, err, want)
 	lock, err := tcpDump(t, dump.Options{Pid: p.Pid, CheckOnly: true, TCPEstablished: true})
@@ -427,7 +428,7 @@ func TestTCPRestoreFailsKeepsLock(t *testing.T) {
 	dir, lock := dumpKill(t, p, dump.Options{})
 	squat, err := net.Listen("tcp4", "127.0.0.1:"+p.Info["port"])
 	require.NoError(t, err)
-	_, err = restore.Run(restore.Options{Dir: dir})
+	_, err = restore.Run(context.Background(), restore.Options{Dir: dir})
 	require.ErrorContains(t, err, "bind")
 	require.True(t, hasLock(t, lock), "a failed restore keeps the lock")
 	squat.Close()

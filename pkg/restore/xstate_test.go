@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"path/filepath"
@@ -31,7 +32,7 @@ func TestRestoreXStateLayouts(t *testing.T) {
 	p := testutil.Start(t, testutil.BuildC(t, "spin_avx", "-mavx512f", "-mavx512bw", "-mavx2"))
 	p.Check(t)
 	src := filepath.Join(t.TempDir(), "img")
-	_, err := dump.Run(dump.Options{Pid: p.Pid, Dir: src})
+	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: src})
 	require.NoError(t, err)
 	p.Kill()
 	host, err := cpu.HostLayout()
@@ -81,7 +82,7 @@ func TestRestoreXStateLayouts(t *testing.T) {
 	}
 	for name, mutate := range restores {
 		t.Run(name, func(t *testing.T) {
-			res, err := restore.Run(restore.Options{Dir: rewrite(t, src, mutate)})
+			res, err := restore.Run(context.Background(), restore.Options{Dir: rewrite(t, src, mutate)})
 			require.NoError(t, err)
 			q := testutil.Adopt(t, res.Pid, p.Dir)
 			q.Info = p.Info
@@ -125,7 +126,7 @@ func TestRestoreXStateLayouts(t *testing.T) {
 	}
 	for name, c := range refusals {
 		t.Run(name, func(t *testing.T) {
-			_, err := restore.Run(restore.Options{Dir: rewrite(t, src, c.mutate)})
+			_, err := restore.Run(context.Background(), restore.Options{Dir: rewrite(t, src, c.mutate)})
 			require.ErrorIs(t, err, restore.ErrCPUMismatch)
 			require.ErrorContains(t, err, c.want)
 			t.Log(err)

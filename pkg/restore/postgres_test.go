@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -232,7 +233,7 @@ func TestServerPostgres(t *testing.T) {
 	q.Kill()
 	reapTree(t, dir)
 
-	res, err := restore.Run(restore.Options{Dir: dir, FileLocks: true})
+	res, err := restore.Run(context.Background(), restore.Options{Dir: dir, FileLocks: true})
 	require.NoError(t, err, "restore; log:\n%s", logText())
 	require.Equal(t, pid, res.Pid)
 	requireNoLock(t, lock)

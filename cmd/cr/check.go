@@ -143,5 +143,8 @@ func preflight(opt dump.Options) error {
 		return err
 	}
 	fmt.Printf("pid %d: a dump would go through (the tree was frozen for %v)\n", pid, res.Frozen.Round(10*time.Microsecond))
+	for _, e := range res.NeedInherit {
+		fmt.Printf("  note: pid %d fd %d is %s, whose other end is outside the tree: cr restore will need --inherit-fd fd[N]:%s\n", e.Pid, e.Fd, e.ID, e.ID)
+	}
 	return nil
 }

@@ -96,6 +96,9 @@ and the log file is --log-file.`,
 		return 0, err
 	}
 	infof("dumped pid %d into %s: %d pages, frozen for %v", *pid, res.Dir, res.Pages, res.Frozen)
+	for _, e := range res.NeedInherit {
+		warnf("pid %d fd %d is %s, whose other end was outside the dumped tree: cr restore will need --inherit-fd fd[N]:%s (N: an fd of cr restore to put there)", e.Pid, e.Fd, e.ID, e.ID)
+	}
 	if *stats {
 		printDumpStats(os.Stderr, res)
 		m.printPhases(os.Stderr)

@@ -103,3 +103,40 @@ func reapImage(t *testing.T, dir string) {
 		testutil.Reap(pid, 2*time.Second)
 	}
 }
+
+// TestCLIExternalNeedsInherit: an external pipe end at an fd above 2 makes
+// the restore need --inherit-fd; cr check -t and cr dump say so up front.
+func TestCLIExternalNeedsInherit(t *testing.T) {
+	testutil.RequireRoot(t)
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer r.Close()
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer null.Close()
+	bin := testutil.BuildC(t, "fd3writer")
+	wd := t.TempDir()
+	pid, err := syscall.ForkExec(bin, []string{"fd3writer"}, &syscall.ProcAttr{
+		Dir: wd, Files: []uintptr{null.Fd(), null.Fd(), null.Fd(), w.Fd()},
+		Sys: &syscall.SysProcAttr{Setsid: true},
+	})
+	require.NoError(t, err)
+	p := testutil.Adopt(t, pid, wd)
+	w.Close()
+	go func() { // keep the pipe from filling up
+		buf := make([]byte, 4096)
+		for {
+			if _, err := r.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	out, e, code := cr(t, "check", "-t", strconv.Itoa(pid))
+	require.Equal(t, 0, code, e)
+	require.Regexp(t, `note: pid \d+ fd 3 is pipe:\[\d+\], whose other end is outside the tree: cr restore will need --inherit-fd fd\[N\]:pipe:\[\d+\]`, out)
+	dir := filepath.Join(t.TempDir(), "img")
+	_, e, code = cr(t, "dump", "-t", strconv.Itoa(pid), "-o", dir, "--leave-running")
+	require.Equal(t, 0, code, e)
+	require.Regexp(t, `cr: warning: pid \d+ fd 3 is pipe:\[\d+\], whose other end was outside the dumped tree: cr restore will need --inherit-fd`, e)
+	require.True(t, p.Alive())
+}

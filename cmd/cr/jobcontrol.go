@@ -55,7 +55,14 @@ func waitJob(pid, foreground int, shellJob bool) (unix.WaitStatus, error) {
 			}
 		}
 		take()
-		unix.Kill(os.Getpid(), unix.SIGSTOP) // until the shell continues cr (fg)
+		// Stop until the shell continues cr (fg). kill(2) of the whole
+		// process returns before every thread has stopped, so wait for
+		// the SIGCONT: only then may cr give the terminal back.
+		cont := make(chan os.Signal, 1)
+		signal.Notify(cont, syscall.SIGCONT)
+		unix.Kill(os.Getpid(), unix.SIGSTOP)
+		<-cont
+		signal.Stop(cont)
 		give()
 		unix.Kill(-job, unix.SIGCONT)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,3 +153,43 @@ func waitPidsFree(t *testing.T, dir string) {
 		}
 	}
 }
+
+// TestShellJobStopContinue: a program restored as a shell job in the
+// foreground stops on ^Z together with cr restore (the shell reports the
+// job stopped and gets its prompt), goes on after fg with the terminal,
+// and ^C then ends it: cr restore returns 130.
+func TestShellJobStopContinue(t *testing.T) {
+	testutil.RequireRoot(t)
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 is not installed (.ci/run installs it)")
+	}
+	cr(t, "help") // build cr
+	pane := newTmux(t)
+	marker := fmt.Sprintf("crjob%d", time.Now().UnixNano())
+	pane.send(`python3 -u -c 'import time, itertools, sys` + "\n" + `for i in itertools.count(): print("tick", i, flush=True); time.sleep(0.2)' ` + marker)
+	pane.waitFor(`tick 2\b`)
+	out, err := exec.Command("pgrep", "-f", marker).Output()
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(strings.Fields(string(out))[0])
+	require.NoError(t, err)
+
+	dir := filepath.Join(t.TempDir(), "img")
+	_, e, code := cr(t, "dump", "-t", strconv.Itoa(pid), "-o", dir, "--shell-job")
+	require.Equal(t, 0, code, e)
+	waitPidsFree(t, dir)
+	pane.run("send-keys", "-t", "0", "clear", "Enter")
+	pane.send(crBin + " restore --shell-job -i " + dir)
+	last, _ := strconv.Atoi(pane.waitFor(`tick (\d+)\s*$`)[1])
+	pane.waitFor(`tick ` + strconv.Itoa(last+1) + `\b`)
+
+	pane.run("send-keys", "-t", "0", "C-z")
+	pane.waitFor(`Stopped`)
+	waitState(t, pid, 'T')
+	pane.send("fg")
+	pane.waitFor(`tick ` + strconv.Itoa(last+4) + `\b`) // going on, with the terminal
+	pane.run("send-keys", "-t", "0", "C-c")
+	pane.waitFor(`KeyboardInterrupt`) // then python dies of SIGINT: cr returns 128+2
+	pane.send("echo rc=$?")
+	pane.waitFor(`rc=130`)
+}
+

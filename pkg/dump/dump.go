@@ -99,6 +99,51 @@ type Result struct {
 	PagesScanned  uint64        // pages of the mappings whose pages are saved
 	PagesInParent uint64        // pages shared copy-on-write with the parent, stored there
 	Bytes         int64         // size of the image's files
+	// NeedInherit lists the external descriptors (a pipe or socket whose
+	// other end was outside the tree) that a process held at an fd other
+	// than 0, 1 and 2: restore refuses the image unless the caller gives
+	// a replacement for each (restore.Options.InheritFds, --inherit-fd).
+	// Set by a pre-flight too.
+	NeedInherit []ExternalFd
+}
+
+// ExternalFd is an fd of a dumped process holding an external file.
+type ExternalFd struct {
+	Pid, Fd int
+	ID      string // "pipe:[INO]", "socket:[INO]": what --inherit-fd names
+}
+
+// needInherit lists the external files held at fds above 2 (Result.NeedInherit).
+func (t *tree) needInherit() []ExternalFd {
+	ext := map[int]string{}
+	for _, f := range t.files.Files {
+		if f.External != "" {
+			ext[f.ID] = f.External
+		}
+	}
+	if len(ext) == 0 {
+		return nil
+	}
+	low := map[string]bool{} // held at 0-2 by some process: restore takes cr's own
+	var out []ExternalFd
+	for _, p := range t.procs {
+		for _, fd := range p.proc.Fds {
+			if id := ext[fd.FileID]; id != "" {
+				if fd.Fd <= 2 {
+					low[id] = true
+				} else {
+					out = append(out, ExternalFd{p.pid, fd.Fd, id})
+				}
+			}
+		}
+	}
+	kept := out[:0]
+	for _, e := range out {
+		if !low[e.ID] {
+			kept = append(kept, e)
+		}
+	}
+	return kept
 }
 
 // Run checkpoints the process tree rooted at opt.Pid into opt.Dir.

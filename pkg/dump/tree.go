@@ -178,7 +178,7 @@ func (t *tree) run() (res *Result, err error) {
 	if t.opt.CheckOnly {
 		t.ev.emit(Collected)
 		t.logf("pre-flight: nothing refused")
-		return &Result{Frozen: time.Since(start)}, nil
+		return &Result{Frozen: time.Since(start), NeedInherit: t.needInherit()}, nil
 	}
 	for _, p := range t.procs {
 		if err := t.checkAbort(); err != nil {
@@ -266,7 +266,7 @@ func (t *tree) run() (res *Result, err error) {
 	}
 	committed = true
 	t.ev.emit(Verified)
-	res = &Result{Dir: w.Dir, Pages: pages, Frozen: time.Since(start), PagesTime: ptime, CheckTime: ctime,
+	res = &Result{Dir: w.Dir, Pages: pages, Frozen: time.Since(start), PagesTime: ptime, CheckTime: ctime, NeedInherit: t.needInherit(),
 		FreezeTime: freezeTime, CollectTime: collectTime}
 	t.writeStats(res)
 	if err := t.notify(ActionPostDump); err != nil {

@@ -160,7 +160,7 @@ static void setup_unixsrv(void)
 	close(p[0]);
 	close(f);
 	pipew = p[1];
-	if (write(pipew, "piped", 5) != 5 || write(srv, "reply", 5) != 5 || write(pend, "early", 5) != 5)
+	if (write(pipew, "piped", 5) != 5 || write(srv, "reply", 5) != 5)
 		die("write");
 	out("READY lsn=%d counter=%p\n", lsn, (void *)&counter);
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/cr-tools/cr/pkg/image"
 	"github.com/cr-tools/cr/pkg/sockdiag"
@@ -206,8 +207,24 @@ func (unixSocket) Resolve(c *Collector, files []*image.File) error {
 			if s.HasRQLen {
 				u.Backlog = int(s.WQueue)
 			}
+			var sent []string
 			for _, ic := range s.Icons {
 				u.Pending = append(u.Pending, uint64(ic))
+				// What a pending connection's client sent sits in the
+				// server end, which has no fd nor inode until accept():
+				// it cannot be read without accepting. The client's
+				// UNIX_DIAG_RQLEN wqueue (sk_wmem_alloc - 1) counts it.
+				// The connection request itself is charged to the client
+				// too (pendingBaseline).
+				if cl, ok := socks[uint64(ic)]; ok && cl.HasRQLen {
+					if base, err := pendingBaseline(); err == nil && cl.WQueue > base {
+						sent = append(sent, fmt.Sprintf("socket:[%d] (%d bytes of buffers)", ic, cl.WQueue-base))
+					}
+				}
+			}
+			if len(sent) > 0 {
+				c.Refuse(&UnsupportedError{Pid: pid, Fd: fd, What: fmt.Sprintf("a unix socket listening at %q whose accept queue holds connections whose clients sent data already (%s): cr cannot read it without accepting them (let the program accept them first)", s.Name, strings.Join(sent, ", "))})
+				continue
 			}
 		} else if s.Name != "" && s.Type != unix.SOCK_DGRAM {
 			if l, ok := listeners[s.Name]; ok && l != u.Ino && sameVFS(socks[l].VFS, s.VFS) {
@@ -322,4 +339,59 @@ func pendingIn(socks map[uint64]sockdiag.UnixSock, ino uint32) (sockdiag.UnixSoc
 		}
 	}
 	return sockdiag.UnixSock{}, false
+}
+
+var pendingBase struct {
+	once sync.Once
+	n    uint32
+	err  error
+}
+
+// pendingBaseline is the wqueue (UNIX_DIAG_RQLEN: sk_wmem_alloc - 1) of a
+// unix stream client whose connection waits in accept() and that has sent
+// nothing: the connection request's skb (net/unix/af_unix.c,
+// unix_stream_connect) is charged to the client. Measured once on a
+// listener and client of cr's own, since an skb's truesize depends on the
+// kernel's build.
+func pendingBaseline() (uint32, error) {
+	b := &pendingBase
+	b.once.Do(func() {
+		b.err = func() error {
+			l, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(l)
+			addr := &unix.SockaddrUnix{Name: fmt.Sprintf("@cr-pending-%d", os.Getpid())}
+			if err := unix.Bind(l, addr); err != nil {
+				return err
+			}
+			if err := unix.Listen(l, 1); err != nil {
+				return err
+			}
+			c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(c)
+			if err := unix.Connect(c, addr); err != nil {
+				return err
+			}
+			var st unix.Stat_t
+			if err := unix.Fstat(c, &st); err != nil {
+				return err
+			}
+			socks, err := sockdiag.Unix()
+			if err != nil {
+				return err
+			}
+			s, ok := socks[st.Ino]
+			if !ok || !s.HasRQLen {
+				return fmt.Errorf("sock_diag does not list cr's own unix socket")
+			}
+			b.n = s.WQueue
+			return nil
+		}()
+	})
+	return b.n, b.err
 }

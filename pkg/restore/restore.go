@@ -287,6 +287,7 @@ func (t *treeRestore) run(verified <-chan error) (pid int, err error) {
 		defer unix.Close(crEnd)
 	}
 	if err := t.cancelled(); err != nil {
+		unix.Close(taskEnd)
 		return 0, err
 	}
 	root := t.newRestorer(t.ck.Processes[0])

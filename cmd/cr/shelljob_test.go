@@ -192,4 +192,3 @@ func TestShellJobStopContinue(t *testing.T) {
 	pane.send("echo rc=$?")
 	pane.waitFor(`rc=130`)
 }
-

@@ -1000,3 +1000,17 @@ bc 30 2e 85`
 	require.Equal(t, exp, got)
 	require.Equal(t, uint32(0xE3069283), image.CRC([]byte("123456789")), "CRC-32C check value")
 }
+
+// TestLoadMissingDir: an image directory that does not exist, or is not a
+// directory, is named as such, not as an incomplete image.
+func TestLoadMissingDir(t *testing.T) {
+	tmp := t.TempDir()
+	_, err := image.Load(filepath.Join(tmp, "nonexistent"))
+	require.EqualError(t, err, "image directory "+filepath.Join(tmp, "nonexistent")+" does not exist")
+	file := filepath.Join(tmp, "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	_, err = image.Load(file)
+	require.EqualError(t, err, "image "+file+" is not a directory")
+	_, err = image.Load(tmp)
+	require.EqualError(t, err, "image "+tmp+" has no inventory.img: not a cr image, or an incomplete one")
+}

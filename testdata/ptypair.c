@@ -29,6 +29,8 @@
  *                           outside the tree); READY names it (pts=N).
  *   ptypair WORKDIR slave PATH   opens the slave PATH (of a master outside
  *                           the tree) at fd 5, with O_NOCTTY.
+ *   ptypair WORKDIR ctty PATH    as slave, without O_NOCTTY: PATH becomes
+ *                           its controlling terminal (it is a session leader).
  *
  * Verification (SIGUSR1 to the parent): through the master, the termios,
  * window size, packet, exclusive and lock modes, the pty number, the
@@ -264,6 +266,15 @@ int main(int argc, char **argv)
 {
 	fixture_init(argc, argv);
 	const char *mode = argc > 2 ? argv[2] : "job";
+	if (!strcmp(mode, "ctty")) {
+		if (argc < 4)
+			die("ctty PATH");
+		int s = open(argv[3], O_RDWR); /* no O_NOCTTY: it becomes the controlling terminal */
+		if (s < 0 || dup2(s, 5) < 0)
+			die("open %s", argv[3]);
+		out("READY counter=%p\n", (void *)&counter);
+		fixture_loop(noop, 10);
+	}
 	if (!strcmp(mode, "slave")) {
 		if (argc < 4)
 			die("slave PATH");

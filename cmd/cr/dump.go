@@ -39,7 +39,7 @@ and the log file is --log-file.`,
 	extUnix := c.fs.Bool("ext-unix-sk", false, "save unix datagram sockets connected to a socket outside the tree (/dev/log), to reconnect them by path at restore")
 	tcpEst := c.fs.Bool("tcp-established", false, "save established TCP connections (TCP repair); without it a process holding one is refused")
 	skipInFlight := c.fs.Bool("skip-in-flight", false, "leave behind connections waiting in a listener's accept queue instead of refusing")
-	netLock := c.fs.String("network-lock", dump.NetworkLockNFTables, "how the dumped TCP connections are kept quiet until restore: `nftables` or skip")
+	netLock := c.fs.String("network-lock", dump.NetworkLockNFTables, "how the dumped TCP connections are kept quiet until restore, `nftables|skip`: an nf_tables table drops their packets (nftables), or nothing does (skip: leave that to you)")
 	stats := c.fs.Bool("display-stats", false, "print the dump's figures (times, pages, MB/s) on stderr; they are always written to the image's stats-dump.json")
 	var scripts stringsFlag
 	c.fs.Var(&scripts, "action-script", "run `SCRIPT` (with sh -c) at pre-dump and post-dump, with CRIU's environment (CRTOOLS_SCRIPT_ACTION, CRTOOLS_INIT_PID, CRTOOLS_IMAGE_DIR); a failure aborts the dump; repeatable")

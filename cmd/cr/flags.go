@@ -14,7 +14,8 @@ import (
 // command is one subcommand: its flags and what `cr CMD -h` prints (a
 // synopsis, a paragraph, every option with its default, examples). A new
 // option is one line: c.fs.Bool / c.fs.String / c.fs.Var with a usage text
-// whose `BACKQUOTED` word names its argument.
+// whose `BACKQUOTED` word names its argument (shown in capitals, as a
+// placeholder, unless it lists the literal values: `nftables|skip`).
 type command struct {
 	name     string
 	synopsis string
@@ -105,6 +106,8 @@ func (c *command) usage(w io.Writer) {
 		arg, text := flag.UnquoteUsage(f)
 		if _, ok := f.Value.(*levelFlag); ok {
 			arg = ""
+		} else if strings.Contains(arg, "|") { // literal choices: nftables|skip
+			arg = " " + arg
 		} else if arg != "" {
 			arg = " " + strings.ToUpper(arg)
 		}

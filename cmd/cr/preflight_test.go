@@ -26,8 +26,8 @@ func TestCLIPreflight(t *testing.T) {
 		"fd 3 is a userfaultfd",
 		"fd 4 is a pidfd of pid 1, a process outside the dumped tree",
 		"fd 5 is a TCP/IP (AF_INET) socket",
-		"fd 6 is " + filepath.Join(p.Dir, "locked") + ", holding a flock write lock",
-		"fd 7 is the deleted file " + filepath.Join(p.Dir, "gone") + " of 2097152 bytes, larger than the ghost file limit of 1048576 bytes (raise it with --ghost-limit)",
+		"fd 6 is " + filepath.Join(p.Dir, "locked") + ", holding an exclusive flock lock on the whole file: dump with --file-locks to save it\n",
+		"fd 7 is the deleted file " + filepath.Join(p.Dir, "gone") + " of 2097152 bytes, larger than the ghost file limit of 1048576 bytes: dump with --ghost-limit 2M to save it\n",
 	}
 	out, e, code := cr(t, "check", "-t", pid)
 	require.Equal(t, 1, code, "stdout %s\nstderr %s", out, e)

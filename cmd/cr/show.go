@@ -163,15 +163,16 @@ func joinInts(v []int) string {
 }
 
 type fdRow struct {
-	Pid      int    `json:"pid"`
-	Fd       string `json:"fd"` // a number, or "cwd" / "root"
-	Kind     string `json:"kind"`
-	Target   string `json:"target"` // path, or what the kind says of it (peer, pipe id, ...)
-	Flags    string `json:"flags"`
-	Pos      int64  `json:"pos"`
-	Cloexec  bool   `json:"cloexec,omitempty"`
-	External string `json:"external,omitempty"`
-	FileID   int    `json:"file_id"`
+	Pid      int      `json:"pid"`
+	Fd       string   `json:"fd"` // a number, or "cwd" / "root"
+	Kind     string   `json:"kind"`
+	Target   string   `json:"target"` // path, or what the kind says of it (peer, pipe id, ...)
+	Flags    string   `json:"flags"`
+	Pos      int64    `json:"pos"`
+	Cloexec  bool     `json:"cloexec,omitempty"`
+	External string   `json:"external,omitempty"`
+	FileID   int      `json:"file_id"`
+	Locks    []string `json:"locks,omitempty"` // the file locks saved on its description (lockTexts)
 }
 
 func viewFds(c *image.Checkpoint) (any, func(io.Writer)) {
@@ -190,7 +191,7 @@ func viewFds(c *image.Checkpoint) (any, func(io.Writer)) {
 				continue
 			}
 			rows = append(rows, fdRow{Pid: p.Task.Pid, Fd: fmt.Sprint(fd.Fd), Kind: f.Type, Target: files.Describe(f),
-				Flags: openFlags(f.Flags), Pos: f.Pos, Cloexec: fd.Cloexec, External: f.External, FileID: f.ID})
+				Flags: openFlags(f.Flags), Pos: f.Pos, Cloexec: fd.Cloexec, External: f.External, FileID: f.ID, Locks: lockTexts(f.Locks)})
 		}
 	}
 	return rows, func(w io.Writer) {
@@ -211,6 +212,7 @@ func viewFds(c *image.Checkpoint) (any, func(io.Writer)) {
 			if r.External != "" {
 				target += " (external " + r.External + ")"
 			}
+			target += locksSuffix(r.Locks)
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", r.Pid, r.Fd, r.Kind, fl, pos, target)
 		}
 		tw.Flush()
@@ -225,7 +227,44 @@ func fileIndex(c *image.Checkpoint) map[int]*image.File {
 	return m
 }
 
+// lockTexts names the file locks saved on a description, one string each:
+// "flock exclusive", "flock shared", "POSIX write bytes 10-29 (pid 42)",
+// "OFD read" (the whole file unless a range is given; bytes N-EOF reach
+// the end of the file however long it grows).
+func lockTexts(locks []image.FileLock) []string {
+	var out []string
+	for _, l := range locks {
+		if l.Kind == image.LockFlock {
+			out = append(out, "flock "+map[string]string{"read": "shared", "write": "exclusive"}[l.Type])
+			continue
+		}
+		s := map[string]string{image.LockPOSIX: "POSIX", image.LockOFD: "OFD"}[l.Kind] + " " + l.Type
+		if l.Start != 0 || l.End != -1 {
+			end := "EOF"
+			if l.End >= 0 {
+				end = fmt.Sprint(l.End)
+			}
+			s += fmt.Sprintf(" bytes %d-%s", l.Start, end)
+		}
+		if l.Kind == image.LockPOSIX && l.Pid != 0 {
+			s += fmt.Sprintf(" (pid %d)", l.Pid)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// locksSuffix is how a table shows the locks after the target.
+func locksSuffix(locks []string) string {
+	if len(locks) == 0 {
+		return ""
+	}
+	return " [locks: " + strings.Join(locks, ", ") + "]"
+}
+
 // openFlags names open(2) status flags (as F_GETFL gives them, x86-64).
+// O_TMPFILE is named as one flag (__O_TMPFILE|O_DIRECTORY, as open(2)
+// takes it).
 func openFlags(fl uint32) string {
 	var s []string
 	switch fl & 3 {
@@ -240,11 +279,11 @@ func openFlags(fl uint32) string {
 		bit  uint32
 		name string
 	}{{0o2000, "O_APPEND"}, {0o4000, "O_NONBLOCK"}, {0o10000, "O_DSYNC"}, {0o20000, "O_ASYNC"}, {0o40000, "O_DIRECT"},
-		{0o100000, "O_LARGEFILE"}, {0o200000, "O_DIRECTORY"}, {0o400000, "O_NOFOLLOW"}, {0o1000000, "O_NOATIME"},
+		{0o100000, "O_LARGEFILE"}, {0o20200000, "O_TMPFILE"}, {0o200000, "O_DIRECTORY"}, {0o400000, "O_NOFOLLOW"}, {0o1000000, "O_NOATIME"},
 		{0o4000000, "O_SYNC"}, {0o10000000, "O_PATH"}}
 	rest := fl &^ 3
 	for _, n := range names {
-		if fl&n.bit != 0 {
+		if rest&n.bit == n.bit {
 			s = append(s, n.name)
 			rest &^= n.bit
 		}
@@ -359,7 +398,8 @@ type fileRow struct {
 	Pos      int64    `json:"pos"`
 	Target   string   `json:"target"`
 	External string   `json:"external,omitempty"`
-	Users    []string `json:"users"` // pid:fd holding it
+	Users    []string `json:"users"`           // pid:fd holding it
+	Locks    []string `json:"locks,omitempty"` // the file locks saved on it (lockTexts)
 }
 
 func fileRows(c *image.Checkpoint, keep func(*image.File) bool) []fileRow {
@@ -380,7 +420,7 @@ func fileRows(c *image.Checkpoint, keep func(*image.File) bool) []fileRow {
 			u = []string{}
 		}
 		rows = append(rows, fileRow{ID: f.ID, Kind: f.Type, Flags: openFlags(f.Flags), Pos: f.Pos, Target: files.Describe(f),
-			External: f.External, Users: u})
+			External: f.External, Users: u, Locks: lockTexts(f.Locks)})
 	}
 	return rows
 }
@@ -393,6 +433,7 @@ func fileTable(rows []fileRow) func(io.Writer) {
 			if r.External != "" {
 				target += " (external " + r.External + ")"
 			}
+			target += locksSuffix(r.Locks)
 			used := strings.Join(r.Users, ",")
 			if used == "" {
 				used = "-"

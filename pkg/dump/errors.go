@@ -102,7 +102,10 @@ func unsupported(pid int, err error) error {
 		if fe.Pid != 0 {
 			pid = fe.Pid
 		}
-		if fe.Why != "" { // refused for a reason the message gives in full
+		if fe.Option == "--shell-job" { // a terminal: What says what the process has
+			return &ShellJobError{Pid: pid, What: fe.What}
+		}
+		if fe.Why != "" || fe.Option != "" { // the message gives the reason, or the option, in full
 			return fmt.Errorf("pid %d: %w", pid, fe)
 		}
 		if fe.Fd < 0 { // the cwd or root

@@ -25,16 +25,33 @@ type UnsupportedError struct {
 	// refused and how to get past it (a TCP connection without
 	// --tcp-established).
 	Why string
+	// Option, if set, is the cr dump option that saves the state
+	// ("--file-locks"): the message then ends "dump with --file-locks to
+	// save it" (or Does, if set, in place of "to save it") instead of
+	// "not supported yet".
+	Option string
+	Does   string
 }
 
 func (e *UnsupportedError) Error() string {
+	end := "not supported yet"
+	if e.Option != "" {
+		does := e.Does
+		if does == "" {
+			does = "to save it"
+		}
+		end = "dump with " + e.Option + " " + does
+	}
 	if e.Why != "" {
+		if e.Option != "" {
+			return fmt.Sprintf("fd %d (%s) %s: %s", e.Fd, e.What, e.Why, end)
+		}
 		return fmt.Sprintf("fd %d (%s) %s", e.Fd, e.What, e.Why)
 	}
 	if e.Fd < 0 { // the cwd or root
-		return e.What + ": not supported yet"
+		return e.What + ": " + end
 	}
-	return fmt.Sprintf("fd %d is %s: not supported yet", e.Fd, e.What)
+	return fmt.Sprintf("fd %d is %s: %s", e.Fd, e.What, end)
 }
 
 // Entry is one fd with its open file description.

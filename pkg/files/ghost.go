@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/cr-tools/cr/pkg/image"
@@ -47,26 +48,44 @@ func (ghost) Dump(p *Probe, f *image.File) error {
 		return err
 	}
 	path := strings.TrimSuffix(p.Target, " (deleted)")
-	if err := ghostFits(path, st, p.GhostLimit); err != nil {
-		return &UnsupportedError{Fd: p.Fd, What: err.Error()}
+	if r := ghostFits(path, st, p.GhostLimit); r != nil {
+		r.Fd = p.Fd
+		return r
 	}
 	f.Shmem = image.GhostID(st.Dev, st.Ino)
 	return nil
 }
 
-// ghostFits refuses (the text of the refusal) a deleted file cr does not
-// save: one with other links, one above limit (0: DefaultGhostLimit).
-func ghostFits(path string, st *unix.Stat_t, limit int64) error {
+// ghostFits refuses (with Fd -1) a deleted file cr does not save: one
+// with other links, one above limit (0: DefaultGhostLimit), naming the
+// --ghost-limit that would save it.
+func ghostFits(path string, st *unix.Stat_t, limit int64) *UnsupportedError {
 	if limit == 0 {
 		limit = DefaultGhostLimit
 	}
 	if st.Nlink > 0 {
-		return fmt.Errorf("the deleted path %s of a file that has %d other link(s)", path, st.Nlink)
+		return &UnsupportedError{Fd: -1, What: fmt.Sprintf("the deleted path %s of a file that has %d other link(s)", path, st.Nlink)}
 	}
 	if st.Size > limit {
-		return fmt.Errorf("the deleted file %s of %d bytes, larger than the ghost file limit of %d bytes (raise it with --ghost-limit)", path, st.Size, limit)
+		return &UnsupportedError{Fd: -1, What: fmt.Sprintf("the deleted file %s of %d bytes, larger than the ghost file limit of %d bytes", path, st.Size, limit),
+			Option: "--ghost-limit " + sizeAtLeast(st.Size)}
 	}
 	return nil
+}
+
+// sizeAtLeast writes n bytes as --ghost-limit takes a size, rounded up to
+// the largest unit (K, M, G: powers of 1024) it reaches: 2097152 is "2M",
+// 1500000 is "2M", 1000 is "1000".
+func sizeAtLeast(n int64) string {
+	for _, u := range []struct {
+		s    string
+		size int64
+	}{{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if n >= u.size {
+			return strconv.FormatInt((n+u.size-1)/u.size, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // GhostVMAs checks the mappings of deleted files among vmas of pid
@@ -89,8 +108,9 @@ func GhostVMAs(pid int, vmas []image.VMA, limit int64) ([]error, error) {
 		if err != nil {
 			return nil, fmt.Errorf("vma %#x-%#x: %w", v.Start, v.End, err)
 		}
-		if err := ghostFits(strings.TrimSuffix(name, " (deleted)"), &st, limit); err != nil {
-			out = append(out, &UnsupportedError{Fd: -1, What: fmt.Sprintf("vma %#x-%#x maps %v", v.Start, v.End, err)})
+		if r := ghostFits(strings.TrimSuffix(name, " (deleted)"), &st, limit); r != nil {
+			r.What = fmt.Sprintf("vma %#x-%#x maps %s", v.Start, v.End, r.What)
+			out = append(out, r)
 		}
 	}
 	return out, nil
@@ -109,8 +129,9 @@ func GhostExe(pid int, limit int64) (id image.FileIdent, ghostID uint64, refused
 		return id, 0, nil, fmt.Errorf("exe of pid %d: %w", pid, err)
 	}
 	id = image.FileIdent{Path: name, Dev: st.Dev, Ino: st.Ino, Size: st.Size, MtimeNs: st.Mtim.Nano(), Mode: st.Mode}
-	if err := ghostFits(strings.TrimSuffix(name, " (deleted)"), &st, limit); err != nil {
-		return id, 0, &UnsupportedError{Fd: -1, What: "the executable is " + err.Error()}, nil
+	if r := ghostFits(strings.TrimSuffix(name, " (deleted)"), &st, limit); r != nil {
+		r.What = "the executable is " + r.What
+		return id, 0, r, nil
 	}
 	return id, image.GhostID(st.Dev, st.Ino), nil, nil
 }

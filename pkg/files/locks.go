@@ -281,7 +281,8 @@ func conflicting(pid, fd int, l image.FileLock) string {
 	return fmt.Sprintf("pid %d", fl.Pid)
 }
 
-// lockWords names a lock: "the POSIX (fcntl) write lock on bytes 10-29".
+// lockWords names a lock: "the POSIX (fcntl) write lock on bytes 10-29",
+// "the exclusive flock lock on the whole file".
 func lockWords(l image.FileLock) string {
 	kind := map[string]string{image.LockPOSIX: "POSIX (fcntl)", image.LockOFD: "OFD", image.LockFlock: "flock"}[l.Kind]
 	rng := "the whole file"
@@ -291,6 +292,9 @@ func lockWords(l image.FileLock) string {
 			end = strconv.FormatInt(l.End, 10)
 		}
 		rng = fmt.Sprintf("bytes %d-%s", l.Start, end)
+	}
+	if l.Kind == image.LockFlock {
+		return fmt.Sprintf("the %s flock lock on %s", flockMode(l.Type), rng)
 	}
 	return fmt.Sprintf("the %s %s lock on %s", kind, l.Type, rng)
 }

@@ -43,3 +43,19 @@ func TestValidateLocks(t *testing.T) {
 		require.ErrorContains(t, validateLocks(c, &image.File{ID: 1, Locks: []image.FileLock{l}}), bad)
 	}
 }
+
+// TestDescribeLock: a refused lock is named as the user knows it: flock
+// locks are exclusive or shared, POSIX and OFD locks write or read.
+func TestDescribeLock(t *testing.T) {
+	for line, want := range map[string]string{
+		"3: FLOCK  ADVISORY  WRITE 77 fe:00:99 0 EOF":     "an exclusive flock lock on the whole file",
+		"4: FLOCK  ADVISORY  READ  -1 fe:00:99 0 EOF":     "a shared flock lock on the whole file",
+		"1: POSIX  ADVISORY  WRITE 4242 fe:00:1234 10 29": "a POSIX (fcntl) write lock on bytes 10-29",
+		"2: OFDLCK ADVISORY  READ  -1 fe:00:1234 200 EOF": "an OFD (open file description) read lock on bytes 200-EOF",
+	} {
+		require.Equal(t, want, describeLock(line), line)
+	}
+	require.Equal(t, "the shared flock lock on the whole file", lockWords(image.FileLock{Kind: image.LockFlock, Type: "read", End: -1}))
+	require.Equal(t, "fd 4 is /x, holding a shared flock lock on the whole file: dump with --file-locks to save it",
+		lockError(4, "/x", []string{"4: FLOCK  ADVISORY  READ  -1 fe:00:99 0 EOF"}).Error())
+}

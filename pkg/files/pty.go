@@ -304,11 +304,11 @@ func (pty) Resolve(c *Collector, files []*image.File) error {
 		m := masters[ptsIndex(dev)]
 		if ptsIndex(dev) < 0 || m == nil {
 			if !c.allowTTY {
-				what := fmt.Sprintf("its controlling terminal (device %d:%d) is not a pty whose master the dumped tree holds", unix.Major(dev), unix.Minor(dev))
+				what := fmt.Sprintf("has a controlling terminal (device %d:%d) that is not a pty whose master the dumped tree holds", unix.Major(dev), unix.Minor(dev))
 				if maj := unix.Major(dev); maj >= ptmMajorLow && maj <= ptmMajorHigh {
-					what = "its controlling terminal is a pty master"
+					what = "has a pty master as its controlling terminal"
 				}
-				c.Refuse(&UnsupportedError{Pid: pid, Fd: -1, What: what})
+				c.Refuse(&UnsupportedError{Pid: pid, Fd: -1, What: what, Option: "--shell-job"})
 			}
 			continue
 		}

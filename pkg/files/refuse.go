@@ -79,11 +79,27 @@ func describeLock(line string) string {
 	if f[6] != "0" || f[7] != "EOF" {
 		rng = fmt.Sprintf("bytes %s-%s", f[6], f[7])
 	}
+	words := kind + " " + mode
+	if f[1] == "FLOCK" {
+		words = flockMode(mode) + " flock"
+	}
 	art := "a"
-	if strings.HasPrefix(kind, "O") {
+	if strings.ContainsRune("aeiouAEIOU", rune(words[0])) {
 		art = "an"
 	}
-	return fmt.Sprintf("%s %s %s lock on %s", art, kind, mode, rng)
+	return fmt.Sprintf("%s %s lock on %s", art, words, rng)
+}
+
+// flockMode names the mode of a flock(2) lock, which fdinfo shows as
+// "read" or "write" (LOCK_SH or LOCK_EX): "shared" or "exclusive".
+func flockMode(typ string) string {
+	switch typ {
+	case "read":
+		return "shared"
+	case "write":
+		return "exclusive"
+	}
+	return typ
 }
 
 // lockError refuses an fd whose file is locked when locks are not saved
@@ -93,5 +109,5 @@ func lockError(fd int, target string, locks []string) error {
 	for _, l := range locks {
 		d = append(d, describeLock(l))
 	}
-	return &UnsupportedError{Fd: fd, What: fmt.Sprintf("%s, holding %s (dump with --file-locks to save it)", target, strings.Join(d, " and "))}
+	return &UnsupportedError{Fd: fd, What: fmt.Sprintf("%s, holding %s", target, strings.Join(d, " and ")), Option: "--file-locks"}
 }

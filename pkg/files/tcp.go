@@ -191,7 +191,7 @@ func (d *TCPDump) read(p *Probe, ino uint64) (*tcpSock, error) {
 	s := &tcpSock{fd: -1}
 	if diag.State == sockdiag.TCPEstablished && !d.Established {
 		s.err = &UnsupportedError{Fd: p.Fd, What: fmt.Sprintf("TCP connection %v -> %v", diag.Local, diag.Remote),
-			Why: "is established: cr dump --tcp-established saves it (TCP repair)"}
+			Why: "is established", Option: "--tcp-established", Does: "to save it (TCP repair)"}
 		return s, nil
 	}
 	fd, err := CopyFd(p.Pid, p.Fd)
@@ -203,7 +203,7 @@ func (d *TCPDump) read(p *Probe, ino uint64) (*tcpSock, error) {
 		unix.Close(fd) // Dump left it as it was
 		var r *inet.RefusedError
 		if errors.As(err, &r) {
-			s.err = &UnsupportedError{Fd: p.Fd, What: r.Socket, Why: r.Reason}
+			s.err = &UnsupportedError{Fd: p.Fd, What: r.Socket, Why: r.Reason, Option: r.Option, Does: r.Does}
 			return s, nil
 		}
 		return nil, fmt.Errorf("fd %d: %w", p.Fd, err)

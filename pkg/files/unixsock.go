@@ -187,7 +187,8 @@ func (unixSocket) Resolve(c *Collector, files []*image.File) error {
 			if s.Type == unix.SOCK_DGRAM && ps.Name != "" && !(ps.Peer == s.Ino) {
 				// Connected to a named socket outside (syslog's /dev/log).
 				if !c.ExtUnixSk {
-					c.Refuse(&UnsupportedError{Pid: pid, Fd: fd, What: fmt.Sprintf("a unix datagram socket connected to %s outside the dumped processes (dump with --ext-unix-sk to reconnect it by path at restore)", printName(ps.Name))})
+					c.Refuse(&UnsupportedError{Pid: pid, Fd: fd, What: fmt.Sprintf("a unix datagram socket connected to %s outside the dumped processes", printName(ps.Name)),
+						Option: "--ext-unix-sk", Does: "to reconnect it by path at restore"})
 					continue
 				}
 				u.ExtPath = ps.Name

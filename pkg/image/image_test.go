@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -999,4 +1000,48 @@ bc 30 2e 85`
 	require.NoError(t, err)
 	require.Equal(t, exp, got)
 	require.Equal(t, uint32(0xE3069283), image.CRC([]byte("123456789")), "CRC-32C check value")
+}
+
+// TestLoadMissingDir: an image directory that does not exist, or is not a
+// directory, is named as such, not as an incomplete image.
+func TestLoadMissingDir(t *testing.T) {
+	tmp := t.TempDir()
+	_, err := image.Load(filepath.Join(tmp, "nonexistent"))
+	require.EqualError(t, err, "image directory "+filepath.Join(tmp, "nonexistent")+" does not exist")
+	file := filepath.Join(tmp, "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	_, err = image.Load(file)
+	require.EqualError(t, err, "image "+file+" is not a directory")
+	_, err = image.Load(tmp)
+	require.EqualError(t, err, "image "+tmp+" has no inventory.img: not a cr image, or an incomplete one")
+}
+
+// TestShowJSONSigned: a signed 64-bit value beyond ±2^53 (mtime_ns) is a
+// hex string like the unsigned ones, and reads back exactly; a smaller one
+// stays a number.
+func TestShowJSONSigned(t *testing.T) {
+	f := image.File{ID: 1, Ident: image.FileIdent{Path: "/x", MtimeNs: 1796035586425623459, Size: 42},
+		Locks: []image.FileLock{{Kind: image.LockPOSIX, Type: "read", Start: -(1 << 53) - 1, End: -1}}}
+	var b bytes.Buffer
+	require.NoError(t, image.WriteShowJSON(&b, &f))
+	require.Contains(t, b.String(), `"mtime_ns": "0x18ecccd99cdc13a3"`)
+	var v struct {
+		Ident struct {
+			MtimeNs string `json:"mtime_ns"`
+			Size    any    `json:"size"`
+		} `json:"ident"`
+		Locks []struct {
+			Start string `json:"start"`
+			End   any    `json:"end"`
+		} `json:"locks"`
+	}
+	require.NoError(t, json.Unmarshal(b.Bytes(), &v), b.String())
+	n, err := strconv.ParseInt(v.Ident.MtimeNs, 0, 64)
+	require.NoError(t, err)
+	require.Equal(t, f.Ident.MtimeNs, n)
+	n, err = strconv.ParseInt(v.Locks[0].Start, 0, 64)
+	require.NoError(t, err)
+	require.Equal(t, f.Locks[0].Start, n)
+	require.Equal(t, float64(42), v.Ident.Size)
+	require.Equal(t, float64(-1), v.Locks[0].End)
 }

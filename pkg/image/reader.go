@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 )
 
 // Load reads and checks every metadata file of the image in dir. Pages are
@@ -368,11 +369,24 @@ func expect(name string, r Record, tag Tag, v any) error {
 	return unmarshal(name, r, v)
 }
 
+// missing explains why the file name of the image dir cannot be found: the
+// directory itself does not exist or is not one, or it lacks the file.
+func missing(dir, name string) error {
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("image directory %s does not exist", dir)
+	case err == nil && !st.IsDir():
+		return fmt.Errorf("image %s is not a directory", dir)
+	}
+	return fmt.Errorf("image %s has no %s: not a cr image, or an incomplete one", dir, name)
+}
+
 func readFile(dir, name string, kind Kind) ([]Record, error) {
 	data, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("image %s has no %s: not a cr image, or an incomplete one", dir, name)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return nil, missing(dir, name)
 		}
 		return nil, err
 	}
@@ -403,8 +417,8 @@ func OpenPages(dir string, pid int) (*os.File, error) { return OpenPagesNamed(di
 func OpenPagesNamed(dir, name string) (*os.File, error) {
 	f, err := os.Open(filepath.Join(dir, name))
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("image %s has no %s: not a cr image, or an incomplete one", dir, name)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return nil, missing(dir, name)
 		}
 		return nil, err
 	}

@@ -16,11 +16,16 @@ import (
 // the image's types) as indented JSON for people and tools, as `cr show
 // --json` prints it. It follows the records' JSON field names, with one
 // difference from the image's own encoding (and from WriteJSON): every
-// 64-bit unsigned value (addresses, registers, masks, rlimits, inode and
-// device numbers) is a string "0x..." in hex, and a 64-bit signed value
-// beyond ±2^53 is a string in decimal, so that a tool that reads JSON
-// numbers as float64 (jq, JavaScript) gets every value exactly. CRIU's crit
-// prints addresses and registers as hex strings for the same reason.
+// 64-bit value that can exceed 2^53 is a string in hex, so that a tool that
+// reads JSON numbers as float64 (jq, JavaScript) gets every value exactly:
+// a 64-bit unsigned value (addresses, registers, masks, rlimits, inode and
+// device numbers) always, "0x7ffd1000"; a 64-bit signed value (times in
+// nanoseconds, sizes, offsets) when beyond ±2^53, "0x18ecccd99cdc13a3" or
+// "-0x20000000000001", and a plain number otherwise (mtime_ns, nanoseconds
+// since 1970, is always beyond: 2^53 ns is 104 days). Each string reads
+// back with strconv.ParseUint/ParseInt(s, 0, 64) or Python's int(s, 0).
+// CRIU's crit prints addresses and registers as hex strings for the same
+// reason.
 // []byte stays base64, as in the image.
 func WriteShowJSON(w io.Writer, v any) error {
 	bw := bufio.NewWriter(w)
@@ -72,7 +77,11 @@ func (e *showEncoder) value(v reflect.Value, depth int) {
 	case reflect.Int64, reflect.Int:
 		n := v.Int()
 		if n > exactInt || n < -exactInt {
-			e.str(strconv.FormatInt(n, 10))
+			if n < 0 {
+				e.str("-0x" + strconv.FormatUint(-uint64(n), 16))
+			} else {
+				e.str("0x" + strconv.FormatUint(uint64(n), 16))
+			}
 		} else {
 			e.w.WriteString(strconv.FormatInt(n, 10))
 		}

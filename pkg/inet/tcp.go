@@ -18,6 +18,11 @@ import (
 type RefusedError struct {
 	Socket string
 	Reason string
+	// Option, if set, is the cr dump option that saves the socket anyway
+	// ("--skip-in-flight"), and Does what it does ("to save it without
+	// them"); the caller words the advice.
+	Option string
+	Does   string
 }
 
 func (e *RefusedError) Error() string { return e.Socket + " " + e.Reason }
@@ -94,30 +99,31 @@ func Dump(fd int, diag *sockdiag.InetSock, opts DumpOptions) (*image.InetSocket,
 		// An MPTCP listener is rebuilt as one (its options are a subset
 		// of TCP's); a connection that really is MPTCP (not fallen back
 		// to TCP, which accept gives as a plain TCP socket) has no repair.
-		return nil, &RefusedError{"MPTCP connection " + diag.Local.String() + " -> " + diag.Remote.String(), "is a multipath TCP connection: not supported yet"}
+		return nil, &RefusedError{Socket: "MPTCP connection " + diag.Local.String() + " -> " + diag.Remote.String(), Reason: "is a multipath TCP connection: not supported yet"}
 	}
 	switch diag.State {
 	case sockdiag.TCPListen:
 		if n := diag.AcceptQueue(); n > 0 && !opts.SkipInFlight {
-			return nil, &RefusedError{name, fmt.Sprintf("has %d connection(s) waiting in accept() (in flight; --skip-in-flight leaves them behind)", n)}
+			return nil, &RefusedError{Socket: name, Reason: fmt.Sprintf("has %d connection(s) waiting in accept() (in flight)", n),
+				Option: "--skip-in-flight", Does: "to save it without them (they are not restored)"}
 		}
 		s.Backlog = diag.Backlog()
 	case sockdiag.TCPEstablished:
 		s.Remote = diag.Remote.String()
 	case sockdiag.TCPClose:
-		return nil, &RefusedError{name, "is not connected nor listening (state CLOSE): not supported yet"}
+		return nil, &RefusedError{Socket: name, Reason: "is not connected nor listening (state CLOSE): not supported yet"}
 	default:
-		return nil, &RefusedError{name, fmt.Sprintf("is in state %s (closing or connecting): not supported yet", sockdiag.StateName(diag.State))}
+		return nil, &RefusedError{Socket: name, Reason: fmt.Sprintf("is in state %s (closing or connecting): not supported yet", sockdiag.StateName(diag.State))}
 	}
 	if s.Shutdown&sockdiag.ShutdownSend != 0 {
-		return nil, &RefusedError{name, "is half-closed (shut down for sending): not supported yet"}
+		return nil, &RefusedError{Socket: name, Reason: "is half-closed (shut down for sending): not supported yet"}
 	}
 	bad, err := refusedOptions(fd, family, diag.State == sockdiag.TCPListen)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	if len(bad) > 0 {
-		return nil, &RefusedError{name, "has socket options cr does not restore: " + strings.Join(bad, ", ")}
+		return nil, &RefusedError{Socket: name, Reason: "has socket options cr does not restore: " + strings.Join(bad, ", ")}
 	}
 	if s.Options, err = readOptions(fd, family); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -163,7 +169,7 @@ func dumpStream(fd int, s *image.InetSocket) (t *image.TCPStream, err error) {
 		return nil, err
 	}
 	if ti.State != sockdiag.TCPEstablished {
-		return nil, &RefusedError{"TCP connection " + s.Local + " -> " + s.Remote, "is in state " + sockdiag.StateName(ti.State) + " (closing): not supported yet"}
+		return nil, &RefusedError{Socket: "TCP connection " + s.Local + " -> " + s.Remote, Reason: "is in state " + sockdiag.StateName(ti.State) + " (closing): not supported yet"}
 	}
 	t = &image.TCPStream{OptMask: ti.Options & (sockdiag.TCPIOptTimestamps | sockdiag.TCPIOptSACK | sockdiag.TCPIOptWscale)}
 	if t.OptMask&sockdiag.TCPIOptWscale != 0 {

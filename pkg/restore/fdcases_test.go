@@ -131,9 +131,9 @@ func TestEpollOneshotNotReady(t *testing.T) {
 // at dump, naming the fd, the file and the lock; it keeps its lock.
 func TestLocksRefused(t *testing.T) {
 	for mode, lock := range map[string]string{
-		"flock": "a flock write lock on the whole file",
-		"posix": "a POSIX (fcntl) write lock on bytes 10-29",
-		"ofd":   "an OFD (open file description) read lock on the whole file",
+		"flock": "an exclusive flock lock on the whole file: dump with --file-locks to save it",
+		"posix": "a POSIX (fcntl) write lock on bytes 10-29: dump with --file-locks to save it",
+		"ofd":   "an OFD (open file description) read lock on the whole file: dump with --file-locks to save it",
 	} {
 		t.Run(mode, func(t *testing.T) {
 			p := fdCase(t, mode)

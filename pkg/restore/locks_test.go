@@ -114,7 +114,7 @@ func TestRoundTripFileLocks(t *testing.T) {
 	require.True(t, errors.As(err, &re), "%v", err)
 	require.ErrorContains(t, err, "posix.dat, holding a POSIX (fcntl) write lock on bytes 10-29")
 	require.ErrorContains(t, err, "ofd.dat, holding an OFD (open file description) write lock on bytes 0-99")
-	require.ErrorContains(t, err, "flock.dat, holding a flock write lock on the whole file")
+	require.ErrorContains(t, err, "flock.dat, holding an exclusive flock lock on the whole file: dump with --file-locks to save it")
 	p.Check(t) // refused: it runs on
 
 	_, err = dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, FileLocks: true})

@@ -191,7 +191,7 @@ func TestOddRefusals(t *testing.T) {
 	p := oddCase(t, "refuse")
 	want := []string{
 		fmt.Sprintf("pid %d: fd %d is a pidfd of pid 1, a process outside the dumped tree", p.Pid, p.IntInfo(t, "pidfd1")),
-		fmt.Sprintf("fd %d is the deleted file %s of 2097152 bytes, larger than the ghost file limit of 1048576 bytes (raise it with --ghost-limit)", p.IntInfo(t, "big"), filepath.Join(p.Dir, "big")),
+		fmt.Sprintf("fd %d is the deleted file %s of 2097152 bytes, larger than the ghost file limit of 1048576 bytes: dump with --ghost-limit 2M to save it", p.IntInfo(t, "big"), filepath.Join(p.Dir, "big")),
 	}
 	for key, what := range map[string]string{"uffd": "a userfaultfd", "uring": "an io_uring instance", "perf": "a perf_event", "bpfmap": "a BPF map", "secret": "a memfd_secret area"} {
 		if _, ok := p.Info[key]; !ok {

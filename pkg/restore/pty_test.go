@@ -169,6 +169,14 @@ func TestPtyOutside(t *testing.T) {
 	p := testutil.Start(t, bin, "slave", fmt.Sprintf("/dev/pts/%d", n))
 	refused(t, p, fmt.Sprintf("/dev/pts/%d, whose master no process of the dumped tree holds", n), "--shell-job")
 
+	// The slave as controlling terminal too: --shell-job saves it, and
+	// the refusal says so.
+	c := testutil.Start(t, bin, "ctty", fmt.Sprintf("/dev/pts/%d", n))
+	st, err := procfs.ReadStat(c.Pid)
+	require.NoError(t, err)
+	require.NotZero(t, st.TtyNr, "the fixture has a controlling terminal")
+	refused(t, c, fmt.Sprintf("pid %d has a controlling terminal (device %d:%d) that is not a pty whose master the dumped tree holds: dump it with --shell-job", c.Pid, (st.TtyNr>>8)&0xfff, n))
+
 	l := testutil.Start(t, bin, "lone")
 	pts := l.IntInfo(t, "pts")
 	s, err := unix.Open(fmt.Sprintf("/dev/pts/%d", pts), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)

@@ -165,7 +165,7 @@ func TestExtUnixDatagram(t *testing.T) {
 	defer unix.Close(srv)
 	require.NoError(t, unix.Bind(srv, &unix.SockaddrUnix{Name: path}))
 	p := startSockets(t, "extdgram", path)
-	refused(t, p, "fd 3 is a unix datagram socket connected to "+path+" outside the dumped processes (dump with --ext-unix-sk")
+	refused(t, p, "fd 3 is a unix datagram socket connected to "+path+" outside the dumped processes: dump with --ext-unix-sk to reconnect it by path at restore")
 
 	dir := filepath.Join(t.TempDir(), "img")
 	_, err = dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: dir, ExtUnixSk: true})

@@ -175,7 +175,7 @@ func TestTCPEstablishedPeerOutside(t *testing.T) {
 	echo(t, c, "hello")
 
 	_, err := dump.Run(context.Background(), dump.Options{Pid: p.Pid, Dir: filepath.Join(t.TempDir(), "img")})
-	want := fmt.Sprintf("(TCP connection 127.0.0.1:%s -> %s) is established: cr dump --tcp-established", p.Info["port"], c.LocalAddr())
+	want := fmt.Sprintf("(TCP connection 127.0.0.1:%s -> %s) is established: dump with --tcp-established to save it (TCP repair)", p.Info["port"], c.LocalAddr())
 	require.ErrorContains(t, err, want)
 	lock, err := tcpDump(t, dump.Options{Pid: p.Pid, CheckOnly: true, TCPEstablished: true})
 	require.NoError(t, err)
@@ -250,8 +250,7 @@ func TestTCPInFlight(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 
 	lock, err := tcpDump(t, dump.Options{Pid: p.Pid, Dir: filepath.Join(t.TempDir(), "img"), TCPEstablished: true})
-	require.ErrorContains(t, err, "(TCP listener 127.0.0.1:"+port+") has 1 connection(s) waiting in accept()")
-	require.ErrorContains(t, err, "--skip-in-flight")
+	require.ErrorContains(t, err, "(TCP listener 127.0.0.1:"+port+") has 1 connection(s) waiting in accept() (in flight): dump with --skip-in-flight to save it without them (they are not restored)")
 	require.NotEmpty(t, lock, "the accepted connection was locked")
 	requireNoLock(t, lock)
 	echo(t, a, "after the refusal")

@@ -263,7 +263,7 @@ func (c *Collector) Finish() error {
 				mine = append(mine, &c.Files[i])
 			}
 		}
-		if len(mine) == 0 {
+		if _, always := k.(resolvesEmpty); len(mine) == 0 && !always {
 			continue
 		}
 		if err := r.Resolve(c, mine); err != nil {

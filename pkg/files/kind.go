@@ -53,6 +53,10 @@ type Resolver interface {
 	Resolve(c *Collector, files []*image.File) error
 }
 
+// resolvesEmpty is a Resolver whose Resolve runs even when the collection
+// holds none of its kind's descriptions.
+type resolvesEmpty interface{ resolvesEmpty() }
+
 // Checker is a kind whose restore needs something of this machine (a path
 // to reopen, a terminal): Check looks, before anything is created. Not
 // called for external files, nor for procfs paths naming a process

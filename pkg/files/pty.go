@@ -208,6 +208,11 @@ func dumpMaster(p *Probe, pt *image.Pty) error {
 
 // Resolve pairs every slave and /dev/tty with its master, records the
 // sessions the slaves control, and refuses what crosses the tree's border.
+// resolvesEmpty: Resolve runs even when the tree holds no pty fd, since a
+// process may keep a controlling terminal it has no fd of (which, without
+// --shell-job, is refused).
+func (pty) resolvesEmpty() {}
+
 func (pty) Resolve(c *Collector, files []*image.File) error {
 	masters := map[int]*image.File{}
 	for _, f := range files {

@@ -154,13 +154,30 @@ func (p *Proc) waitFor(t testing.TB, what string, timeout time.Duration, match f
 			}
 		}
 		if dead {
-			t.Fatalf("pid %d is gone while waiting for %s; log:\n%s", p.Pid, what, p.LogText())
+			t.Fatalf("pid %d is gone (%s) while waiting for %s; log:\n%s", p.Pid, p.howDied(), what, p.LogText())
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("pid %d: timed out after %v waiting for %s; log:\n%s", p.Pid, timeout, what, p.LogText())
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// howDied reaps the process if it is a dead child of the test process and
+// says how it ended (exit status or signal), for failure messages.
+func (p *Proc) howDied() string {
+	var ws unix.WaitStatus
+	if wpid, err := unix.Wait4(p.Pid, &ws, unix.WNOHANG|unix.WALL, nil); err != nil || wpid != p.Pid {
+		return "not reaped"
+	}
+	p.reaped = true
+	switch {
+	case ws.Signaled():
+		return fmt.Sprintf("killed by %v, core dumped %v", ws.Signal(), ws.CoreDump())
+	case ws.Exited():
+		return fmt.Sprintf("exit status %d", ws.ExitStatus())
+	}
+	return fmt.Sprintf("wait status %#x", uint32(ws))
 }
 
 // WaitLine waits for the next line starting with prefix written after the

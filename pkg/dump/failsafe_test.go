@@ -177,3 +177,55 @@ func readStatus(pid int) string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	return string(b)
 }
+
+// TestDumpSurvivesCRKilledAtKillPoints kills `cr dump --leave-running` at
+// precise points between two ptrace requests of an injection
+// (CR_TEST_KILL_AT, pkg/ptrace/killpoint.go), the windows a random SIGKILL
+// hits only once in hundreds of tries, and checks the target as
+// TestDumpSurvivesKilledCR does, at once (a signal arriving right after the
+// kill is handled) and again after any park has ended.
+func TestDumpSurvivesCRKilledAtKillPoints(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireAVX512(t)
+	root := testutil.ModuleRoot(t)
+	tmp := t.TempDir()
+	cr := filepath.Join(tmp, "cr")
+	build := exec.Command("go", "build", "-o", cr, "./cmd/cr")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	spin := testutil.BuildC(t, "spin_avx", "-mavx512f", "-mavx2")
+	threads := testutil.BuildC(t, "pthreads", "-pthread")
+	// NAME:N is the Nth pass through kill point NAME (pkg/ptrace/killpoint.go).
+	// spin_avx's single syscalls and batches run on frames below its
+	// [stack]; the pthreads workers' batches on the frame in the code page.
+	cases := []struct{ bin, point string }{
+		{spin, "syscall-regs:1"}, {spin, "syscall-regs:3"}, {spin, "syscall-stop:2"}, {spin, "syscall-stop:5"},
+		{spin, "putback-mask:1"}, {spin, "putback-mask:3"},
+		{spin, "batch-regs:1"}, {spin, "batch-regs:2"}, {spin, "batch-mask:1"}, {spin, "batch-mask:2"},
+		{spin, "batch-cont:1"}, {spin, "batch-interrupted:1"}, {spin, "park-back:1"}, {spin, "park-back:2"},
+		{threads, "batch-regs:3"}, {threads, "batch-mask:3"}, {threads, "park-back:3"}, {threads, "putback-mask:6"},
+	}
+	for _, c := range cases {
+		point := c.point
+		t.Run(filepath.Base(c.bin)[:4]+"/"+point, func(t *testing.T) {
+			t.Parallel()
+			p := testutil.Start(t, c.bin)
+			cmd := exec.Command(cr, "dump", "-t", strconv.Itoa(p.Pid), "-o", filepath.Join(tmp, fmt.Sprintf("img-%d", p.Pid)), "--leave-running")
+			cmd.Env = append(os.Environ(), "CR_TEST_KILL_AT="+point)
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Errorf("cr did not reach kill point %s:\n%s", point, out)
+			}
+			// Signal the target at once, as a program's timer or peer would.
+			if err := unix.Kill(p.Pid, unix.SIGUSR1); err != nil {
+				t.Fatalf("kill point %s: kill(%d, SIGUSR1): %v", point, p.Pid, err)
+			}
+			checkUnharmed(t, p, "kill point "+point)
+			if t.Failed() {
+				t.Fatalf("kill point %s: target harmed; log:\n%s", point, p.LogText())
+			}
+		})
+	}
+}

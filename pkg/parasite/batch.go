@@ -122,9 +122,21 @@ func (in *Injector) Batch(code, table uintptr, calls []Call) ([]Result, error) {
 	if in.batchFS {
 		entry = code + fsLegacyOff
 		if in.failsafe {
-			var err error
-			if frame, err = in.pageFrame(code); err != nil {
-				return nil, fmt.Errorf("injected batch: %w", err)
+			// The frame goes below the red zone of the task's own stack
+			// where there is one, as for single syscalls, so that rsp
+			// points at memory a signal frame can be written below: if cr
+			// dies between setting the batch's registers and blocking the
+			// signals, or between unblocking them and putting the
+			// registers back, a signal that arrives meanwhile runs the
+			// task's handler on its stack and returns into the batch code.
+			// With rsp in the (read-only) code page the kernel cannot
+			// write the signal frame and kills the task with SIGSEGV.
+			frame = in.stackFrame()
+			if frame == 0 {
+				var err error
+				if frame, err = in.pageFrame(code); err != nil {
+					return nil, fmt.Errorf("injected batch: %w", err)
+				}
 			}
 			if frame != 0 {
 				entry = code

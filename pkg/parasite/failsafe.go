@@ -32,8 +32,14 @@ import (
 // Batch (on a page prepared by PrepareBatchPage): the code runs the table,
 // stores 1 in the end entry and parks in ppoll(NULL, 0, 1 s); the tracer sees
 // the flag and stops it there with PTRACE_INTERRUPT. If the tracer is gone the
-// ppoll times out and the code runs rt_sigreturn; the frame lives in the code
-// page itself, after the code (the page is cr's own).
+// ppoll times out and the code runs rt_sigreturn; the frame is the one below
+// the task's [stack] that single syscalls use (see below) or, for a thread
+// without one, lives in the code page itself, after the code (the page is
+// cr's own). On the stack, a signal handled while the batch runs with the
+// task's own mask (cr died between setting the registers and the mask) finds
+// room for its signal frame; in the read-only code page it cannot, and the
+// task dies of SIGSEGV, so RunUntilParked orders its requests to make that
+// state last microseconds at most (pkg/ptrace).
 //
 // Syscall: the syscall runs at a vdso `syscall` followed by `xor...; ret`,
 // with rsp at a frame built below the red zone of the task's [stack] whose

@@ -40,6 +40,7 @@ func (k *Task) putBack(restMask uint64, rest *Regs) error {
 	if err := setSigmaskRaw(k.Pid, restMask); err != nil {
 		return err
 	}
+	killPoint("putback-mask")
 	if err := unix.PtraceSetRegs(k.Pid, rest); err != nil {
 		return &Error{"setregs", k.Pid, err}
 	}
@@ -59,11 +60,13 @@ func (k *Task) InjectSyscallStops(regs *Regs, mask uint64, out *Regs, restMask u
 		if err := unix.PtraceSetRegs(k.Pid, regs); err != nil {
 			return &Error{"setregs", k.Pid, err}
 		}
+		killPoint("syscall-regs")
 		if err := setSigmaskRaw(k.Pid, mask); err != nil {
 			return err
 		}
 		stops, sig := 0, 0
 		for stops < 2 {
+			killPoint("syscall-stop")
 			if err := ptrace(unix.PTRACE_SYSCALL, k.Pid, 0, uintptr(sig)); err != nil {
 				return &Error{"syscall", k.Pid, err}
 			}
@@ -106,21 +109,37 @@ var ErrEscaped = errors.New("the task left the injected code before the tracer s
 // [parkLo, parkHi]: it sets regs, then the signal mask mask, resumes the task
 // with PTRACE_CONT, waits until flag reads 1, stops the task with
 // PTRACE_INTERRUPT (a PTRACE_EVENT_STOP, harmless if the tracer dies), reads
-// the registers into out and, if rest is not nil, puts back restMask and rest:
-// one trip to the tracer thread.
+// the registers into out and, if rest is not nil, puts back restMask and rest
+// (by way of parkHi, see below): one trip to the tracer thread.
 //
 // Stops on the way are handled as by RunUntilTrap (event stops passed over,
 // SIGSTOP passed on, any other signal a *StopError with the task left in that
 // stop and out holding its registers; ErrTimeout; *ExitedError). If the task
 // stops outside [parkLo, parkHi] once interrupted, it got away (ErrEscaped,
 // out holds its registers, nothing is put back).
+//
+// parkHi must be the address of the code that takes the task back to its own
+// context (rt_sigreturn through the frame at regs' rsp-8): the task is put
+// there, with orig_rax -1, before the signal mask changes either way. A
+// tracer that dies between two of these requests then leaves a task that
+// returns into its own context at once; with the code's registers and its
+// own mask it would run the injected code with signals unblocked, and a
+// signal handled there would find rsp on the frame (SIGSEGV if that is
+// in the read-only code page).
 func (k *Task) RunUntilParked(regs *Regs, mask uint64, flag uintptr, parkLo, parkHi uint64, out *Regs, restMask uint64, rest *Regs) error {
 	return k.t.Do(func() error {
-		if err := unix.PtraceSetRegs(k.Pid, regs); err != nil {
+		back := *regs
+		back.Rip, back.Orig_rax = parkHi, ^uint64(0)
+		if err := unix.PtraceSetRegs(k.Pid, &back); err != nil {
 			return &Error{"setregs", k.Pid, err}
 		}
+		killPoint("batch-regs")
 		if err := setSigmaskRaw(k.Pid, mask); err != nil {
 			return err
+		}
+		killPoint("batch-mask")
+		if err := unix.PtraceSetRegs(k.Pid, regs); err != nil {
+			return &Error{"setregs", k.Pid, err}
 		}
 		timeout := k.t.Timeout
 		if k.Timeout != 0 {
@@ -136,6 +155,7 @@ func (k *Task) RunUntilParked(regs *Regs, mask uint64, flag uintptr, parkLo, par
 		if err := ptrace(unix.PTRACE_CONT, k.Pid, 0, 0); err != nil {
 			return &Error{"cont", k.Pid, err}
 		}
+		killPoint("batch-cont")
 		for n := 0; ; n++ {
 			var ws unix.WaitStatus
 			pid, err := unix.Wait4(k.Pid, &ws, unix.WALL|unix.WNOHANG, nil)
@@ -160,6 +180,15 @@ func (k *Task) RunUntilParked(regs *Regs, mask uint64, flag uintptr, parkLo, par
 					if out.Rip < parkLo || out.Rip > parkHi {
 						return ErrEscaped
 					}
+					if rest == nil {
+						return nil
+					}
+					back := *out
+					back.Rip, back.Orig_rax = parkHi, ^uint64(0)
+					if err := unix.PtraceSetRegs(k.Pid, &back); err != nil {
+						return &Error{"setregs", k.Pid, err}
+					}
+					killPoint("park-back")
 					return k.putBack(restMask, rest)
 				}
 				if uint32(ws)>>16 == 0 {
@@ -185,6 +214,7 @@ func (k *Task) RunUntilParked(regs *Regs, mask uint64, flag uintptr, parkLo, par
 						return &Error{"interrupt", k.Pid, err}
 					}
 					interrupted = true
+					killPoint("batch-interrupted")
 					continue
 				}
 			}

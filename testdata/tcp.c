@@ -104,7 +104,7 @@ static void verify_serve(void)
 
 static void serve(int argc, char **argv)
 {
-	int accept1 = 0, forked = 0;
+	int accept1 = 0, forked = 0, dupped = 0;
 	pid_t child = 0;
 
 	struct rlimit rl;
@@ -119,6 +119,7 @@ static void serve(int argc, char **argv)
 	for (int i = 4; i < argc; i++) {
 		accept1 |= !strcmp(argv[i], "accept1");
 		forked |= !strcmp(argv[i], "fork");
+		dupped |= !strcmp(argv[i], "dup"); /* each connection held by two fds */
 	}
 	if (forked && (child = fork()) < 0)
 		die("fork");
@@ -141,6 +142,8 @@ static void serve(int argc, char **argv)
 			int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK);
 			if (accept1)
 				pfds[0].events = 0; /* the next ones wait in the queue */
+			if (c >= 0 && dupped && dup(c) < 0)
+				die("dup");
 			if (c >= 0 && nclients < MAXC) {
 				pfds[++nclients].fd = c;
 				pfds[nclients].events = POLLIN;

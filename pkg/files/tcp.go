@@ -88,17 +88,24 @@ type TCPDump struct {
 }
 
 // tcpSock is one socket read: cr's copy (-1 once closed or when only
-// checking), its record, or what refused it.
+// checking), its record, what refused it, or the failure to read it. done
+// is closed once the read is over: another fd of the same socket, read by
+// another of the collector's readers, waits for it.
 type tcpSock struct {
-	fd  int
-	rec *image.InetSocket
-	err *UnsupportedError
+	fd   int
+	rec  *image.InetSocket
+	err  *UnsupportedError
+	fail error
+	done chan struct{}
 }
 
 // table returns the sock_diag table of TCP sockets, read once (d.mu held).
+// It holds what Dump needs (states, addresses, queues, shutdown), not the
+// extensions that make a table of thousands of sockets slow to read
+// (sockdiag.BriefTCP).
 func (d *TCPDump) table() (map[uint64]sockdiag.InetSock, error) {
 	if d.diag == nil {
-		tab, err := sockdiag.TCP()
+		tab, err := sockdiag.BriefTCP()
 		if err != nil {
 			return nil, err
 		}
@@ -147,12 +154,19 @@ func (d *TCPDump) Connections(pids []int) ([]netlock.Conn, error) {
 	return out, nil
 }
 
+// Dump reads the socket, or takes what another fd of the same socket read.
+// The reads of different sockets run at the same time (the collector reads
+// a large fd table with one reader per CPU); d.mu guards only the maps.
 func (tcpSocket) Dump(p *Probe, f *image.File) error {
 	d := p.TCP
 	ino, _ := socketIno(p.Target)
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if s, ok := d.socks[ino]; ok { // held by another fd read before
+	if s, ok := d.socks[ino]; ok { // held by another fd, read before or now
+		d.mu.Unlock()
+		<-s.done
+		if s.fail != nil {
+			return s.fail // names the fd that read it
+		}
 		if s.err != nil {
 			e := *s.err
 			e.Fd = p.Fd
@@ -161,15 +175,29 @@ func (tcpSocket) Dump(p *Probe, f *image.File) error {
 		f.Inet = s.rec
 		return nil
 	}
+	tab, err := d.table()
+	if err != nil {
+		d.mu.Unlock()
+		return fmt.Errorf("fd %d: %w", p.Fd, err)
+	}
+	diag, listed := tab[ino]
 	if d.socks == nil {
 		d.socks = map[uint64]*tcpSock{}
 	}
-	s, err := d.read(p, ino)
-	if err != nil {
-		return err
-	}
+	s := &tcpSock{fd: -1, done: make(chan struct{})}
 	d.socks[ino] = s
 	d.order = append(d.order, ino)
+	d.mu.Unlock()
+
+	if !listed {
+		s.fail = fmt.Errorf("fd %d: TCP socket %d no longer listed by sock_diag", p.Fd, ino)
+	} else {
+		s.fail = d.read(p, &diag, s)
+	}
+	close(s.done)
+	if s.fail != nil {
+		return s.fail
+	}
 	if s.err != nil {
 		return s.err
 	}
@@ -177,36 +205,28 @@ func (tcpSocket) Dump(p *Probe, f *image.File) error {
 	return nil
 }
 
-// read reads one socket (d.mu held): a refusal comes back in the tcpSock,
-// a failure to read it as the error.
-func (d *TCPDump) read(p *Probe, ino uint64) (*tcpSock, error) {
-	tab, err := d.table()
-	if err != nil {
-		return nil, fmt.Errorf("fd %d: %w", p.Fd, err)
-	}
-	diag, ok := tab[ino]
-	if !ok {
-		return nil, fmt.Errorf("fd %d: TCP socket %d no longer listed by sock_diag", p.Fd, ino)
-	}
-	s := &tcpSock{fd: -1}
+// read reads one socket into s (without d.mu: s is not shared until
+// s.done is closed): a refusal goes to s.err, a failure to read it is the
+// error.
+func (d *TCPDump) read(p *Probe, diag *sockdiag.InetSock, s *tcpSock) error {
 	if diag.State == sockdiag.TCPEstablished && !d.Established {
 		s.err = &UnsupportedError{Fd: p.Fd, What: fmt.Sprintf("TCP connection %v -> %v", diag.Local, diag.Remote),
 			Why: "is established", Option: "--tcp-established", Does: "to save it (TCP repair)"}
-		return s, nil
+		return nil
 	}
 	fd, err := CopyFd(p.Pid, p.Fd)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	rec, err := inet.Dump(fd, &diag, inet.DumpOptions{SkipInFlight: d.SkipInFlight, CheckOnly: d.CheckOnly})
+	rec, err := inet.Dump(fd, diag, inet.DumpOptions{SkipInFlight: d.SkipInFlight, CheckOnly: d.CheckOnly})
 	if err != nil {
 		unix.Close(fd) // Dump left it as it was
 		var r *inet.RefusedError
 		if errors.As(err, &r) {
 			s.err = &UnsupportedError{Fd: p.Fd, What: r.Socket, Why: r.Reason, Option: r.Option, Does: r.Does}
-			return s, nil
+			return nil
 		}
-		return nil, fmt.Errorf("fd %d: %w", p.Fd, err)
+		return fmt.Errorf("fd %d: %w", p.Fd, err)
 	}
 	if d.CheckOnly {
 		unix.Close(fd)
@@ -214,7 +234,7 @@ func (d *TCPDump) read(p *Probe, ino uint64) (*tcpSock, error) {
 		s.fd = fd
 	}
 	s.rec = rec
-	return s, nil
+	return nil
 }
 
 // Resume lets the connections read go on (a dump that failed, was

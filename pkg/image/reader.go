@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
+	"sync"
 	"syscall"
 )
 
@@ -35,8 +37,12 @@ func Load(dir string) (*Checkpoint, error) {
 	if recs, err = readFile(dir, FilesFile, KindFiles); err != nil {
 		return nil, err
 	}
+	files, errs := decodeFiles(recs)
 	ids := map[int]bool{}
-	for _, r := range recs {
+	for i, r := range recs {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
 		if r.Tag == TagShmem {
 			var sh Shmem
 			if err := unmarshal(FilesFile, r, &sh); err != nil {
@@ -45,10 +51,7 @@ func Load(dir string) (*Checkpoint, error) {
 			c.Shmem = append(c.Shmem, sh)
 			continue
 		}
-		var f File
-		if err := expect(FilesFile, r, TagFile, &f); err != nil {
-			return nil, err
-		}
+		f := files[i]
 		if ids[f.ID] {
 			return nil, &FormatError{FilesFile, r.Offset, fmt.Sprintf("file id %d appears twice", f.ID)}
 		}
@@ -88,6 +91,34 @@ func Load(dir string) (*Checkpoint, error) {
 		return nil, &FormatError{IPCFile, 0, bad}
 	}
 	return c, nil
+}
+
+// decodeFiles decodes the file records of recs (Shmem records are left
+// zero), errs[i] being record i's error. The JSON decoding is most of the
+// cost of loading an image with thousands of files (a process with 1,000
+// TCP connections: ~25 ms here), so a large set is split between one
+// goroutine per CPU.
+func decodeFiles(recs []Record) ([]File, []error) {
+	files := make([]File, len(recs))
+	errs := make([]error, len(recs))
+	workers := runtime.GOMAXPROCS(0)
+	if len(recs) < 256 || workers < 2 {
+		workers = 1
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < len(recs); i += workers {
+				if recs[i].Tag != TagShmem {
+					errs[i] = expect(FilesFile, recs[i], TagFile, &files[i])
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	return files, errs
 }
 
 // loadIPC reads ipc.img, which images without SysV IPC objects (and those

@@ -39,6 +39,8 @@ const (
 
 	inetDiagAllExt = 1<<(inetDiagMeminfo-1) | 1<<(inetDiagInfo-1) | 1<<(inetDiagCong-1) |
 		1<<(inetDiagTOS-1) | 1<<(inetDiagTClass-1) | 1<<(inetDiagSkmeminfo-1) | 1<<(inetDiagShutdown-1)
+	// inetDiagBriefExt: the shutdown state alone (BriefTCP).
+	inetDiagBriefExt = 1 << (inetDiagShutdown - 1)
 )
 
 // unix_diag request bits and reply attributes (include/uapi/linux/unix_diag.h).
@@ -62,8 +64,14 @@ const (
 //	u32 idiag_states (1<<TCP_state), struct inet_diag_sockid id (48 bytes:
 //	be16 sport, be16 dport, be32 src[4], be32 dst[4], u32 if, u32 cookie[2])
 func inetDiagReq(family, protocol uint8, states uint32) []byte {
+	return inetDiagReqExt(family, protocol, states, inetDiagAllExt)
+}
+
+// inetDiagReqExt is inetDiagReq asking for the extensions of ext only
+// (bit 1<<(n-1) for extension n).
+func inetDiagReqExt(family, protocol uint8, states uint32, ext uint8) []byte {
 	r := make([]byte, sizeofInetDiagReqV2)
-	r[0], r[1], r[2] = family, protocol, inetDiagAllExt
+	r[0], r[1], r[2] = family, protocol, ext
 	le := binary.LittleEndian
 	le.PutUint32(r[4:], states)
 	le.PutUint32(r[8+40:], inetDiagNoCookie)

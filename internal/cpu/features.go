@@ -1,6 +1,9 @@
 package cpu
 
-import "sort"
+import (
+	"sort"
+	"sync"
+)
 
 // Leaf is the result of one CPUID leaf and sub-leaf.
 type Leaf struct {
@@ -143,4 +146,14 @@ func MissingFeatures(image, host []Leaf) []string {
 }
 
 // HostLeaves is ReadLeaves of this CPU.
-func HostLeaves() []Leaf { return ReadLeaves(CPUID) }
+func HostLeaves() []Leaf {
+	hostLeaves.once.Do(func() { hostLeaves.l = ReadLeaves(CPUID) })
+	return append([]Leaf(nil), hostLeaves.l...)
+}
+
+// hostLeaves caches HostLeaves: CPUID traps to the hypervisor in a VM
+// (~30 µs a call here), and the leaves do not change while cr runs.
+var hostLeaves struct {
+	once sync.Once
+	l    []Leaf
+}

@@ -148,6 +148,10 @@ func (t *tree) needInherit() []ExternalFd {
 
 // Run checkpoints the process tree rooted at opt.Pid into opt.Dir.
 //
+// Unless LeaveRunning or LeaveStopped, the tree is killed once the image is
+// committed; cr, their tracer, reaps them (so a caller that started the
+// root gets only an error from its own wait).
+//
 // Cancelling ctx (or closing opt.Abort) interrupts the dump as SIGINT does
 // in cmd/cr: it stops between phases and inside the page copy, puts every
 // process back as it was found (running, untraced, its registers and
@@ -157,6 +161,9 @@ func (t *tree) needInherit() []ExternalFd {
 func Run(ctx context.Context, opt Options) (*Result, error) {
 	if opt.Timeout == 0 {
 		opt.Timeout = 10 * time.Second
+	}
+	if opt.Dir == "" && !opt.CheckOnly {
+		return nil, errors.New("dump: Options.Dir (the image directory to create) is required")
 	}
 	if ctx == nil {
 		ctx = context.Background()

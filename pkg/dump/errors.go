@@ -23,7 +23,9 @@ func (e *UnsupportedError) Error() string {
 // ErrNoProcess says the pid does not exist (or exited).
 var ErrNoProcess = errors.New("no such process")
 
-// ErrInterrupted says the dump was interrupted (Options.Abort) and undone.
+// ErrInterrupted says the dump was interrupted (its context was cancelled,
+// or Options.Abort closed) and undone: the tree runs on as before, nothing
+// was written. The error wraps the context's error too.
 var ErrInterrupted = errors.New("dump interrupted")
 
 // causeError is a message that says everything itself, wrapping a sentinel

@@ -30,7 +30,7 @@ func ExampleRun() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	cmd.Wait() // the dump killed it: reaping it frees its pid
+	cmd.Wait() // the dump killed it and, as its tracer, reaped it: Wait only returns an error
 	fmt.Println("pages saved:", res.Pages > 0)
 
 	r, err := restore.Run(context.Background(), restore.Options{Dir: dir + "/img"})

@@ -9,9 +9,10 @@ import (
 )
 
 // Actions passed to Options.Notify, named as CRIU names its action-script
-// points (criu/action-scripts.c). ActionNetworkLock and ActionNetworkUnlock
-// belong where cr locks and unlocks the network of a dump's TCP
-// connections; no dump takes such a lock yet, so they are not called yet.
+// points (criu/action-scripts.c). ActionNetworkLock is called once the dump
+// has locked the network of the tree's established TCP connections (before
+// any socket is read); ActionNetworkUnlock is restore's
+// (restore.ActionNetworkUnlock), kept here for CRIU's list.
 const (
 	ActionPreDump       = "pre-dump"
 	ActionPostDump      = "post-dump"

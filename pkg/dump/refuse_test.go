@@ -1,6 +1,7 @@
 package dump_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -122,4 +123,19 @@ func TestDumpChecksImageBeforeKill(t *testing.T) {
 	require.Contains(t, err.Error(), "directory /nonexistent-cr-test-dir")
 	expectNothingLeft(t, parent)
 	p.Check(t)
+}
+
+// TestDumpRefusesThreadID: -t with the id of a thread other than the main
+// one names the process to dump instead of recording the thread as one.
+func TestDumpRefusesThreadID(t *testing.T) {
+	testutil.RequireRoot(t)
+	p := testutil.Start(t, testutil.BuildC(t, "pthreads", "-pthread"))
+	tid := p.IntsInfo(t, "tids")[1]
+	require.NotEqual(t, p.Pid, tid)
+	_, err := dump.Run(context.Background(), dump.Options{Pid: tid, Dir: filepath.Join(t.TempDir(), "img")})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), fmt.Sprintf("%d is a thread of process %d, not a process: dump -t %d", tid, p.Pid, p.Pid))
+	p.Check(t)
+	_, err = dump.Run(context.Background(), dump.Options{Pid: p.Pid})
+	require.ErrorContains(t, err, "Options.Dir")
 }

@@ -87,6 +87,10 @@ func (t *tree) run() (res *Result, err error) {
 	if pid == os.Getpid() {
 		return nil, fmt.Errorf("process %d is cr itself", pid)
 	}
+	// /proc/TID of a thread other than a main thread exists too.
+	if s, err := procfs.ReadStatus(pid); err == nil && s.Int("Tgid") != 0 && int(s.Int("Tgid")) != pid {
+		return nil, fmt.Errorf("%d is a thread of process %d, not a process: dump -t %d", pid, s.Int("Tgid"), s.Int("Tgid"))
+	}
 	if !t.opt.CheckOnly {
 		if err := image.CheckTarget(t.opt.Dir); err != nil {
 			return nil, err

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/cr-tools/cr/pkg/image"
@@ -260,6 +261,10 @@ func DumpPages(pid int, runs []Run, vmas []image.VMA, w *image.PagesWriter, opt 
 		free <- &batch{buf: make([]byte, opt.BufSize)}
 	}
 	done := make(chan error, 1)
+	// stop tells the reader that the writer failed (or was aborted: the
+	// dump is being interrupted): reading on would only keep the target
+	// frozen longer.
+	var stop atomic.Bool
 	go func() { // writer: the page-cache write is the slowest stage
 		var err error
 		for b := range full {
@@ -268,6 +273,9 @@ func DumpPages(pid int, runs []Run, vmas []image.VMA, w *image.PagesWriter, opt 
 			}
 			if err == nil {
 				err = w.Write(b.buf[:b.used])
+				if err != nil {
+					stop.Store(true)
+				}
 			}
 			b.pieces = b.pieces[:0]
 			b.err = nil
@@ -282,7 +290,7 @@ func DumpPages(pid int, runs []Run, vmas []image.VMA, w *image.PagesWriter, opt 
 	remote := make([]unix.RemoteIovec, 0, 1024)
 	var readErr error
 	ri, roff := 0, uint64(0) // current run and byte offset inside it
-	for ri < len(runs) && readErr == nil {
+	for ri < len(runs) && readErr == nil && !stop.Load() {
 		b := <-free
 		used := 0
 		local, remote = local[:0], remote[:0]

@@ -35,8 +35,8 @@ type Notify interface {
 	// NetworkLock: the dump has locked the network of the tree's TCP
 	// connections.
 	NetworkLock() error
-	// NetworkUnlock: the lock is about to be lifted (the restored tree is
-	// about to run).
+	// NetworkUnlock: the restore has lifted the lock (every socket is
+	// rebuilt; the restored tree is about to run).
 	NetworkUnlock() error
 }
 

@@ -25,7 +25,7 @@ func ExampleRun() {
 	if _, err := dump.Run(context.Background(), dump.Options{Pid: cmd.Process.Pid, Dir: dir + "/img"}); err != nil {
 		log.Fatal(err)
 	}
-	cmd.Wait() // killed by the dump: reap it, freeing its pid
+	cmd.Wait() // killed and reaped by the dump (its tracer): Wait only returns an error
 
 	var phases []restore.Phase
 	res, err := restore.Run(context.Background(), restore.Options{Dir: dir + "/img", Events: func(e restore.Event) {

@@ -8,9 +8,9 @@ import (
 )
 
 // Actions passed to Options.Notify, named as CRIU names its action-script
-// points (criu/action-scripts.c). ActionNetworkUnlock belongs where restore
-// lifts the network lock of a dump's TCP connections, once the processes
-// run; no restore lifts one yet, so it is not called yet.
+// points (criu/action-scripts.c). ActionNetworkUnlock is called once
+// restore has lifted the image's network lock (every socket rebuilt, just
+// before the processes run); only for an image that has one.
 const (
 	ActionPreRestore    = "pre-restore"
 	ActionPostRestore   = "post-restore"

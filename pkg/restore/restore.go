@@ -93,7 +93,9 @@ type Result struct {
 }
 
 // Run restores the image in opt.Dir. On success the processes run,
-// detached from the tracer; the root process is a child of the caller.
+// detached from the tracer; the root process is a child of the caller,
+// which must wait for it (wait4, os.Process.Wait of os.FindProcess) or
+// leave a zombie when it exits.
 //
 // Cancelling ctx aborts the restore at its next phase boundary or during
 // the page filling: whatever was created is killed and reaped (its pids

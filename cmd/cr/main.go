@@ -94,8 +94,9 @@ func fail(err error) int {
 	if logLevel >= 1 {
 		fmt.Fprintf(os.Stderr, "cr: %v\n", err)
 	}
-	if logFile != "" || logLevel >= 4 {
-		if logFile != "" {
+	// (logOut is still stderr when the log file could not be opened.)
+	if logOut != os.Stderr && logFile != "" || logLevel >= 4 {
+		if logFile != "" && logOut != os.Stderr {
 			fmt.Fprintf(logOut, "cr: %v\n", err)
 		}
 		for e := errors.Unwrap(err); e != nil; e = errors.Unwrap(e) {

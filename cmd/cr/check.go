@@ -26,6 +26,7 @@ refused (status 1) or say it would go through (0); nothing is written.`,
 		"cr check",
 		"cr check -t 1234")
 	pid := c.fs.Int("t", 0, "pre-flight: list every reason a dump of the tree rooted at `PID` would be refused (freezes it for a moment, writes nothing)")
+	c.alias("t", "tree")
 	shell := c.fs.Bool("shell-job", false, "with -t: as cr dump --shell-job would")
 	tcpEst := c.fs.Bool("tcp-established", false, "with -t: as cr dump --tcp-established would")
 	skipInFlight := c.fs.Bool("skip-in-flight", false, "with -t: as cr dump --skip-in-flight would")

@@ -23,6 +23,7 @@ and the log file is --log-file.`,
 		"cr dump -t 1234 -o /var/tmp/img",
 		"cr dump -t 1234 -D /var/tmp/img --leave-running --log-file dump.log -v4")
 	pid := c.fs.Int("t", 0, "`PID` of the root of the process tree to dump (required)")
+	c.alias("t", "tree")
 	dir := c.fs.String("o", "", "image directory `DIR` to create; CRIU's -o is cr's --log-file, and cr dump refuses an -o ending in .log (required)")
 	c.alias("o", "D", "images-dir")
 	leave := c.fs.Bool("leave-running", false, "resume the tree after the dump instead of killing it")

@@ -26,7 +26,7 @@ before it runs is status 1 with a "cr:" line on stderr.`,
 	dir := c.fs.String("i", "", "image directory `DIR` (required)")
 	c.alias("i", "D", "images-dir")
 	detach := c.fs.Bool("d", false, "detach: exit once the process runs")
-	c.alias("d", "detach")
+	c.alias("d", "detach", "restore-detached")
 	pidfile := c.fs.String("pidfile", "", "write the restored root's pid to `FILE`")
 	force := c.fs.Bool("force-kernel", false, "restore an image dumped on another kernel release")
 	shell := c.fs.Bool("shell-job", false, "the process was a shell job: give it cr's session, process group and terminal")

@@ -36,8 +36,9 @@ func readOptions(fd, family int) (image.InetOptions, error) {
 		}
 		return v
 	}
-	o.ReuseAddr = get("SO_REUSEADDR", unix.SOL_SOCKET, unix.SO_REUSEADDR) != 0
-	o.ReusePort = get("SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT) != 0
+	if err := readSocketOptions(fd, family, get, &o); err != nil {
+		return o, err
+	}
 	o.KeepAlive = get("SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE) != 0
 	if v := get("TCP_KEEPIDLE", unix.SOL_TCP, unix.TCP_KEEPIDLE); v != def.keepIdle {
 		o.KeepIdle = v
@@ -58,17 +59,26 @@ func readOptions(fd, family int) (image.InetOptions, error) {
 	} else if cc != def.congestion {
 		o.Congestion = cc
 	}
+	if l, err := unix.GetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER); err != nil {
+		return o, fmt.Errorf("getsockopt SO_LINGER: %w", err)
+	} else if l.Onoff != 0 {
+		o.Linger = &image.InetLinger{Seconds: int(l.Linger)}
+	}
+	return o, firstErr
+}
+
+// readSocketOptions reads into o the socket-level and IP options that every
+// inet socket cr saves keeps (TCP's readOptions and UDP's readUDPOptions);
+// get reads one int option, remembering its first error.
+func readSocketOptions(fd, family int, get func(name string, level, opt int) int, o *image.InetOptions) error {
+	o.ReuseAddr = get("SO_REUSEADDR", unix.SOL_SOCKET, unix.SO_REUSEADDR) != 0
+	o.ReusePort = get("SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT) != 0
 	lock := get("SO_BUF_LOCK", unix.SOL_SOCKET, unix.SO_BUF_LOCK)
 	if lock&sndBufLock != 0 {
 		o.SndBuf = get("SO_SNDBUF", unix.SOL_SOCKET, unix.SO_SNDBUF) / 2
 	}
 	if lock&rcvBufLock != 0 {
 		o.RcvBuf = get("SO_RCVBUF", unix.SOL_SOCKET, unix.SO_RCVBUF) / 2
-	}
-	if l, err := unix.GetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER); err != nil {
-		return o, fmt.Errorf("getsockopt SO_LINGER: %w", err)
-	} else if l.Onoff != 0 {
-		o.Linger = &image.InetLinger{Seconds: int(l.Linger)}
 	}
 	if v := get("SO_RCVLOWAT", unix.SOL_SOCKET, unix.SO_RCVLOWAT); v != 1 {
 		o.RcvLowat = v
@@ -82,14 +92,14 @@ func readOptions(fd, family int) (image.InetOptions, error) {
 		// IPV6_FREEBIND and IPV6_TRANSPARENT set the same socket flags as
 		// their IPv4 twins (inet_test_bit FREEBIND/TRANSPARENT).
 	}
-	if dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); err != nil {
-		return o, fmt.Errorf("getsockopt SO_BINDTODEVICE: %w", err)
-	} else {
-		o.BindToDevice = dev
+	dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE)
+	if err != nil {
+		return fmt.Errorf("getsockopt SO_BINDTODEVICE: %w", err)
 	}
+	o.BindToDevice = dev
 	o.Mark = uint32(get("SO_MARK", unix.SOL_SOCKET, unix.SO_MARK))
 	o.Priority = get("SO_PRIORITY", unix.SOL_SOCKET, unix.SO_PRIORITY)
-	return o, firstErr
+	return nil
 }
 
 type setter struct {

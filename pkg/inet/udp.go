@@ -124,32 +124,9 @@ func readUDPOptions(fd, family int) (image.InetOptions, error) {
 		}
 		return v
 	}
-	o.ReuseAddr = get("SO_REUSEADDR", unix.SOL_SOCKET, unix.SO_REUSEADDR) != 0
-	o.ReusePort = get("SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT) != 0
-	lock := get("SO_BUF_LOCK", unix.SOL_SOCKET, unix.SO_BUF_LOCK)
-	if lock&sndBufLock != 0 {
-		o.SndBuf = get("SO_SNDBUF", unix.SOL_SOCKET, unix.SO_SNDBUF) / 2
+	if err := readSocketOptions(fd, family, get, &o); err != nil {
+		return o, err
 	}
-	if lock&rcvBufLock != 0 {
-		o.RcvBuf = get("SO_RCVBUF", unix.SOL_SOCKET, unix.SO_RCVBUF) / 2
-	}
-	if v := get("SO_RCVLOWAT", unix.SOL_SOCKET, unix.SO_RCVLOWAT); v != 1 {
-		o.RcvLowat = v
-	}
-	o.TOS = get("IP_TOS", unix.SOL_IP, unix.IP_TOS)
-	o.FreeBind = get("IP_FREEBIND", unix.SOL_IP, unix.IP_FREEBIND) != 0
-	o.Transparent = get("IP_TRANSPARENT", unix.SOL_IP, unix.IP_TRANSPARENT) != 0
-	if family == unix.AF_INET6 {
-		o.V6Only = get("IPV6_V6ONLY", unix.SOL_IPV6, unix.IPV6_V6ONLY) != 0
-		o.TClass = get("IPV6_TCLASS", unix.SOL_IPV6, unix.IPV6_TCLASS)
-	}
-	if dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); err != nil {
-		return o, fmt.Errorf("getsockopt SO_BINDTODEVICE: %w", err)
-	} else {
-		o.BindToDevice = dev
-	}
-	o.Mark = uint32(get("SO_MARK", unix.SOL_SOCKET, unix.SO_MARK))
-	o.Priority = get("SO_PRIORITY", unix.SOL_SOCKET, unix.SO_PRIORITY)
 	return o, firstErr
 }
 

@@ -28,6 +28,11 @@ refused (status 1) or say it would go through (0); nothing is written.`,
 	pid := c.fs.Int("t", 0, "pre-flight: list every reason a dump of the tree rooted at `PID` would be refused (freezes it for a moment, writes nothing)")
 	c.alias("t", "tree")
 	shell := c.fs.Bool("shell-job", false, "with -t: as cr dump --shell-job would")
+	c.alias("shell-job", "j")
+	ghostLimit := c.fs.String("ghost-limit", "1M", "with -t: as cr dump --ghost-limit would, a `SIZE` in bytes or with K, M, G")
+	extUnix := c.fs.Bool("ext-unix-sk", false, "with -t: as cr dump --ext-unix-sk would")
+	ipcAll := c.fs.Bool("ipc-all", false, "with -t: as cr dump --ipc-all would")
+	ipcIDs := c.fs.String("ipc-id", "", "with -t: as cr dump --ipc-id would, a `LIST` such as shm:ID,sem:ID,msg:ID")
 	tcpEst := c.fs.Bool("tcp-established", false, "with -t: as cr dump --tcp-established would")
 	skipInFlight := c.fs.Bool("skip-in-flight", false, "with -t: as cr dump --skip-in-flight would")
 	locks := c.fs.Bool("file-locks", false, "with -t: as cr dump --file-locks would")
@@ -38,7 +43,16 @@ refused (status 1) or say it would go through (0); nothing is written.`,
 		return 0, err
 	}
 	if *pid != 0 {
-		return 0, preflight(dump.Options{Pid: *pid, ShellJob: *shell, TCPEstablished: *tcpEst, SkipInFlight: *skipInFlight, FileLocks: *locks})
+		gl, err := parseSize(*ghostLimit)
+		if err != nil {
+			return 0, &usageError{"check: --ghost-limit: " + err.Error()}
+		}
+		ids, err := dump.ParseIPCIDs(*ipcIDs)
+		if err != nil {
+			return 0, &usageError{"check: --ipc-id: " + err.Error()}
+		}
+		return 0, preflight(dump.Options{Pid: *pid, ShellJob: *shell, TCPEstablished: *tcpEst, SkipInFlight: *skipInFlight, FileLocks: *locks,
+			GhostLimit: gl, ExtUnixSk: *extUnix, IPCAll: *ipcAll, IPCIDs: ids})
 	}
 	var u unix.Utsname
 	unix.Uname(&u)

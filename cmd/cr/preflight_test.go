@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cr-tools/cr/internal/testutil"
 	"github.com/stretchr/testify/require"
@@ -74,4 +76,41 @@ func TestCLIDumpOwnAncestor(t *testing.T) {
 	require.Contains(t, string(out), "cr cannot dump a tree it runs in")
 	require.Contains(t, string(out), "rc=1")
 	require.NoDirExists(t, dir)
+}
+
+// TestCLIPreflightOptions: cr check -t takes the dump options that lift a
+// refusal, and judges as the dump with them would (--ghost-limit here).
+func TestCLIPreflightOptions(t *testing.T) {
+	testutil.RequireRoot(t)
+	py, err := exec.LookPath("python3")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	script := `
+import os, sys, time
+f = open(sys.argv[1] + "/big", "wb"); f.write(b"x" * (2 << 20)); f.flush()
+os.unlink(sys.argv[1] + "/big")
+open(sys.argv[1] + "/ready", "w").close()
+time.sleep(60)
+`
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer null.Close()
+	pid, err := syscall.ForkExec(py, []string{"python3", "-c", script, dir}, &syscall.ProcAttr{
+		Files: []uintptr{null.Fd(), null.Fd(), null.Fd()}, Sys: &syscall.SysProcAttr{Setsid: true},
+	})
+	require.NoError(t, err)
+	p := testutil.Adopt(t, pid, dir)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "python never got ready")
+	}
+	out, _, code := cr(t, "check", "-t", strconv.Itoa(pid))
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "--ghost-limit")
+	out, e, code := cr(t, "check", "-t", strconv.Itoa(pid), "--ghost-limit", "4M")
+	require.Equal(t, 0, code, "stdout %s\nstderr %s", out, e)
+	require.Contains(t, out, "a dump would go through")
+	require.True(t, p.Alive())
 }

@@ -279,11 +279,15 @@ func (t *treeRestore) checkPid(pid int) error {
 	if t.checkOnly {
 		return nil // the dumped process still holds it (see Check)
 	}
-	deadline := time.Now().Add(t.opt.PidWait)
-	for {
+	start := time.Now()
+	deadline := start.Add(t.opt.PidWait)
+	for waited := false; ; waited = true {
 		st, err := procfs.ReadStat(pid)
 		if err != nil {
 			if errors.Is(err, procfs.ErrNoProcess) {
+				if waited {
+					t.logf("pid %d was freed after %v", pid, time.Since(start).Round(time.Millisecond))
+				}
 				return nil
 			}
 			return err
@@ -291,6 +295,9 @@ func (t *treeRestore) checkPid(pid int) error {
 		e := &PidInUseError{Pid: pid, By: st.Comm, Zombie: st.State == 'Z'}
 		if !e.Zombie || time.Now().After(deadline) {
 			return e
+		}
+		if !waited {
+			t.logf("pid %d is held by a zombie (%s) its parent has not reaped yet: waiting up to %v", pid, st.Comm, t.opt.PidWait)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

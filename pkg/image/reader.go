@@ -406,11 +406,11 @@ func missing(dir, name string) error {
 	st, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("image directory %s does not exist", dir)
+		return &pathError{fmt.Sprintf("image directory %s does not exist", dir), os.ErrNotExist}
 	case err == nil && !st.IsDir():
 		return fmt.Errorf("image %s is not a directory", dir)
 	}
-	return fmt.Errorf("image %s has no %s: not a cr image, or an incomplete one", dir, name)
+	return &pathError{fmt.Sprintf("image %s has no %s: not a cr image, or an incomplete one", dir, name), os.ErrNotExist}
 }
 
 func readFile(dir, name string, kind Kind) ([]Record, error) {
@@ -623,3 +623,13 @@ func checkFile(f *File) string {
 	}
 	return ""
 }
+
+// pathError is a message about the image directory that says everything
+// itself, wrapping os.ErrNotExist or os.ErrExist for errors.Is.
+type pathError struct {
+	msg string
+	err error
+}
+
+func (e *pathError) Error() string { return e.msg }
+func (e *pathError) Unwrap() error { return e.err }

@@ -1,8 +1,10 @@
 package image
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -47,5 +49,21 @@ func TestRemoveStale(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(parent, "img", ownerFile)); !os.IsNotExist(err) {
 		t.Errorf("committed image holds %s (%v)", ownerFile, err)
+	}
+}
+
+// A missing image directory, and a non-empty one to create, match
+// os.ErrNotExist and os.ErrExist for callers of the Go API.
+func TestImageDirErrors(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope"))
+	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("Load of a missing directory: %v", err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "x"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckTarget(dir); !errors.Is(err, os.ErrExist) || strings.Contains(err.Error(), "file already exists") {
+		t.Errorf("CheckTarget of a non-empty directory: %v", err)
 	}
 }

@@ -145,7 +145,7 @@ func writerGone(path string, pid int) bool {
 func CheckTarget(dir string) error {
 	if ents, err := os.ReadDir(dir); err == nil {
 		if len(ents) > 0 {
-			return fmt.Errorf("image directory %s already exists and is not empty", dir)
+			return &pathError{fmt.Sprintf("image directory %s already exists and is not empty", dir), os.ErrExist}
 		}
 		return nil
 	} else if !errors.Is(err, os.ErrNotExist) {

@@ -511,42 +511,11 @@ func VerifyShmem(dir string, objs []Shmem) error {
 	if len(objs) == 0 {
 		return nil
 	}
-	f, err := OpenPagesNamed(dir, ShmemPagesFile)
-	if err != nil {
-		return err
+	runs := make([]runsOf, len(objs))
+	for i, sh := range objs {
+		runs[i] = runsOf{what: fmt.Sprintf("shared memory object %d", sh.ID), size: sh.Size, runs: sh.Runs}
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	next := uint64(PageSize)
-	buf := make([]byte, 1<<20)
-	for _, sh := range objs {
-		for _, r := range sh.Runs {
-			if r.Offset != next || r.Pages == 0 || r.Pages > (1<<40) || r.Addr%PageSize != 0 || int64(r.Addr+r.Pages*PageSize) > (sh.Size+PageSize-1)&^(PageSize-1) {
-				return &FormatError{FilesFile, 0, fmt.Sprintf("bad run of shared memory object %d", sh.ID)}
-			}
-			crc := uint32(0)
-			for off, left := int64(r.Offset), int64(r.Pages*PageSize); left > 0; {
-				n := min(int64(len(buf)), left)
-				if _, err := f.ReadAt(buf[:n], off); err != nil {
-					return &FormatError{ShmemPagesFile, off, "file is cut short"}
-				}
-				crc = UpdateCRC(crc, buf[:n])
-				off += n
-				left -= n
-			}
-			if crc != r.CRC {
-				return &FormatError{ShmemPagesFile, int64(r.Offset), fmt.Sprintf("checksum mismatch in shared memory object %d", sh.ID)}
-			}
-			next += r.Pages * PageSize
-		}
-	}
-	if uint64(st.Size()) != next {
-		return &FormatError{ShmemPagesFile, st.Size(), fmt.Sprintf("file has %d bytes, the runs describe %d", st.Size(), next)}
-	}
-	return nil
+	return verifyRuns(dir, ShmemPagesFile, FilesFile, runs)
 }
 
 // VerifySysVShm checks the SysV segments' runs against

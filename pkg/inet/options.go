@@ -317,6 +317,12 @@ func refusedOptions(fd, family int, listener bool) ([]string, error) {
 			out = append(out, c.name)
 		}
 	}
+	return refusedTimeouts(fd, out)
+}
+
+// refusedTimeouts appends to out SO_RCVTIMEO and SO_SNDTIMEO if set: cr
+// does not restore them (TCP's and UDP's refused-option lists share it).
+func refusedTimeouts(fd int, out []string) ([]string, error) {
 	for _, o := range []struct {
 		name string
 		opt  int

@@ -179,19 +179,7 @@ func refusedUDPOptions(fd, family int) ([]string, error) {
 			out = append(out, c.name)
 		}
 	}
-	for _, o := range []struct {
-		name string
-		opt  int
-	}{{"SO_RCVTIMEO", unix.SO_RCVTIMEO}, {"SO_SNDTIMEO", unix.SO_SNDTIMEO}} {
-		tv, err := unix.GetsockoptTimeval(fd, unix.SOL_SOCKET, o.opt)
-		if err != nil {
-			return nil, fmt.Errorf("getsockopt %s: %w", o.name, err)
-		}
-		if tv.Sec != 0 || tv.Usec != 0 {
-			out = append(out, o.name)
-		}
-	}
-	return out, nil
+	return refusedTimeouts(fd, out)
 }
 
 // RestoreUDP makes a UDP socket from its records, in cr's process, and
